@@ -1,0 +1,58 @@
+"""pgqueue: a durable job queue for Python whose whole state lives in PostgreSQL.
+
+    import pgqueue
+
+    app = pgqueue.App()                # PGQUEUE_DSN, DATABASE_URL, or an embedded server
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.enqueue(1, 2)
+    job.result(timeout=10)             # 3, once `pgqueue --app mymodule:app work` runs it
+"""
+
+from .app import App
+from .errors import (
+    ArgumentNotSerializable,
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidArguments,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobStateError,
+    NoRetry,
+    PgQueueError,
+    ResultTimeout,
+    Retry,
+    SchemaNotMigrated,
+    UnknownTask,
+)
+from .jobs import Job
+from .settings import Settings
+from .tasks import EnqueueOptions, Task
+from .version import __version__
+
+__all__ = [
+    "App",
+    "ArgumentNotSerializable",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "EnqueueOptions",
+    "InvalidArguments",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "JobStateError",
+    "NoRetry",
+    "PgQueueError",
+    "ResultTimeout",
+    "Retry",
+    "SchemaNotMigrated",
+    "Settings",
+    "Task",
+    "UnknownTask",
+    "__version__",
+]

@@ -1,0 +1,218 @@
+"""``App``: the settings, the task registry and the way to the database."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, Callable, Iterable, overload
+
+from . import db, errors, migrations, sqlfiles
+from .embedded import EmbeddedServer
+from .jobs import Job
+from .settings import Settings, project_root
+from .tasks import EnqueueOptions, Task, TaskConfig, _validate_seconds, validate_max_attempts, \
+    validate_priority, validate_queue
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_database(settings: Settings) -> tuple[str, str]:
+    """The DSN to use and a line saying where it comes from (shown once by every command)."""
+    if settings.dsn:
+        db.check_dsn(settings.dsn)
+        return settings.dsn, f"{db.mask_dsn(settings.dsn)} (from {settings.source('dsn')})"
+    directory = project_root() / settings.embedded_dir
+    dsn = EmbeddedServer(directory).ensure_running()
+    return dsn, f"embedded PostgreSQL in {directory} ({db.mask_dsn(dsn)}; stop it with `pgqueue embedded stop`)"
+
+
+class App:
+    """A pgqueue application: where jobs are stored and which tasks exist.
+
+    ``App(dsn=None, *, schema=None, **settings)``: every setting of
+    :class:`pgqueue.settings.Settings` is a keyword; unset ones come from
+    ``PGQUEUE_*`` environment variables, then ``[tool.pgqueue]`` in pyproject.toml.
+    Nothing connects until the database is first used.
+    """
+
+    def __init__(self, dsn: str | None = None, *, schema: str | None = None, **settings: Any) -> None:
+        overrides = dict(settings)
+        if dsn is not None:
+            overrides["dsn"] = dsn
+        if schema is not None:
+            overrides["schema"] = schema
+        self.settings = Settings.load(overrides)
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self._database: db.Database | None = None
+        self._description: str | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.App schema={self.settings.schema!r} tasks={len(self.tasks)}>"
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, **overrides: Any) -> None:
+        """Change settings (as arguments) before the database is first used (the CLI's options)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return
+        with self._lock:
+            if self._database is not None:
+                raise errors.ConfigurationError("settings cannot change once the App has connected")
+            self.settings = self.settings.replace(**overrides)
+
+    @property
+    def queries(self) -> sqlfiles.Queries:
+        return sqlfiles.queries_for(self.settings.schema)
+
+    @property
+    def database(self) -> db.Database:
+        """The App's connection pool (resolving the DSN, or starting the embedded server, once)."""
+        if self._database is None:
+            with self._lock:
+                if self._database is None:
+                    dsn, description = resolve_database(self.settings)
+                    self._description = description
+                    logger.info("pgqueue database: %s, schema %r", description, self.settings.schema)
+                    self._database = db.Database(
+                        dsn,
+                        schema=self.settings.schema,
+                        pool_size=self.settings.pool_size,
+                        connect_timeout=self.settings.connect_timeout,
+                    )
+        return self._database
+
+    @property
+    def database_description(self) -> str:
+        self.database  # noqa: B018 - resolves it
+        assert self._description is not None
+        return self._description
+
+    def close(self) -> None:
+        with self._lock:
+            if self._database is not None:
+                self._database.close()
+                self._database = None
+
+    # -------------------------------------------------------------- schema
+
+    def migrate(self) -> tuple[str | None, str | None]:
+        """Create or upgrade the schema (same as ``pgqueue migrate``); safe to run concurrently."""
+        return migrations.migrate(self.database.dsn, self.settings.schema,
+                                  connect_timeout=self.settings.connect_timeout)
+
+    def check_schema(self) -> str:
+        """Raise SchemaNotMigrated unless the schema is at the revision this code needs."""
+        with self.database.connection() as conn:
+            return migrations.check_revision(conn, self.settings.schema)
+
+    # ---------------------------------------------------------------- tasks
+
+    @overload
+    def task(self, func: Callable[..., Any], /) -> Task[..., Any]: ...
+
+    @overload
+    def task(self, *, name: str | None = None, queue: str = "default", priority: int = 0,
+             max_attempts: int | None = None, retry_backoff: float | None = None,
+             timeout: float | None = None,
+             no_retry: Iterable[type[BaseException]] = ()) -> Callable[[Callable[..., Any]], Task[..., Any]]: ...
+
+    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a task: ``@app.task`` or ``@app.task(name=..., queue=..., priority=...,
+        max_attempts=..., retry_backoff=..., timeout=..., no_retry=(ExcType, ...))``."""
+        if func is not None:
+            return self._register(func, **options)
+        return lambda f: self._register(f, **options)
+
+    def _register(self, func: Callable[..., Any], *, name: str | None = None, queue: str = "default",
+                  priority: int = 0, max_attempts: int | None = None,
+                  retry_backoff: float | None = None, timeout: float | None = None,
+                  no_retry: Iterable[type[BaseException]] = ()) -> Task[..., Any]:
+        if not callable(func):
+            raise errors.ConfigurationError(f"@app.task decorates a function, not {func!r}")
+        name = name or _default_task_name(func)
+        if not isinstance(name, str) or not name:
+            raise errors.ConfigurationError(f"task name must be a non-empty string, not {name!r}")
+        validate_queue(queue)
+        validate_priority(priority)
+        if max_attempts is not None:
+            validate_max_attempts(max_attempts)
+        if retry_backoff is not None:
+            _validate_seconds("retry_backoff", retry_backoff)
+        if timeout is not None:
+            _validate_seconds("timeout", timeout, allow_zero=False)
+        no_retry = tuple(no_retry)
+        for kind in no_retry:
+            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+                raise errors.ConfigurationError(f"no_retry takes exception classes, not {kind!r}")
+        if name in self.tasks:
+            raise errors.ConfigurationError(
+                f"two tasks are named {name!r} ({self.tasks[name].func!r} and {func!r}): "
+                "give one of them @app.task(name=...)"
+            )
+        task: Task[..., Any] = Task(self, func, TaskConfig(
+            name=name, queue=queue, priority=priority, max_attempts=max_attempts,
+            retry_backoff=retry_backoff, timeout=timeout, no_retry=no_retry,
+        ))
+        self.tasks[name] = task
+        return task
+
+    def get_task(self, name: str) -> Task[..., Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise errors.UnknownTask(f"no task named {name!r} is registered (known: {known})") from None
+
+    # ---------------------------------------------------------------- jobs
+
+    def job(self, id: int) -> Job:
+        """A handle on an existing job (no query is made until a method is called)."""
+        return Job(self, id)
+
+    def enqueue_many(self, task: Task[..., Any], calls: Iterable[Any], **options: Any) -> list[Job]:
+        """Enqueue one job per item of ``calls`` in a single statement.
+
+        Each item is a tuple of positional arguments or a dict of keyword arguments.
+        Options as for ``task.options()``: delay, run_at, priority, queue, max_attempts, conn.
+        """
+        if not isinstance(task, Task) or task.app is not self:
+            raise errors.ConfigurationError(f"enqueue_many takes a task of this App, not {task!r}")
+        return EnqueueOptions(task).options(**options).enqueue_many(calls)
+
+    def _fetch(self, query: str, params: dict[str, Any], *, conn: Any = None) -> list[dict[str, Any]]:
+        if conn is not None:  # the caller's connection and transaction
+            return db.fetch_external(conn, query, params, schema=self.settings.schema)
+        return self.database.fetch(query, params)
+
+    def _insert_job(self, params: dict[str, Any], *, conn: Any = None) -> Job:
+        query = self.queries.job_enqueue if params["key"] is None else self.queries.job_enqueue_unique
+        for _ in range(5):
+            rows = self._fetch(query, params, conn=conn)
+            if rows:
+                return Job(self, rows[0]["id"], created=rows[0]["created"])
+            # A job holding the key finished or appeared between the insert's conflict
+            # check and the lookup: try again.
+        raise errors.PgQueueError(f"could not enqueue the job with key {params['key']!r}: it kept changing hands")
+
+    def _insert_jobs(self, params: dict[str, Any], *, conn: Any = None) -> list[Job]:
+        if not params["count"]:
+            return []
+        rows = self._fetch(self.queries.job_enqueue_many, params, conn=conn)
+        return [Job(self, row["id"]) for row in rows]
+
+
+def _default_task_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "unknown"
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    if module == "__main__":
+        # Run as `python -m pkg.mod`: the worker imports it as pkg.mod, so use that name.
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name.removesuffix(".__main__")
+        else:
+            logger.warning("task %s is defined in a script run directly; workers that import it "
+                           "by module name will not find it: give it @app.task(name=...)", qualname)
+    return f"{module}.{qualname}"

@@ -1,0 +1,206 @@
+"""The ``pgqueue`` command. Each command parses its options, calls one library function
+and prints; policy lives in the library.
+
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+Every command that touches the database says once, on stderr, which one it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from . import errors
+from .app import App
+from .settings import env_name
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class _Group(click.Group):
+    """Turns pgqueue errors into one-line CLI errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.PgQueueError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _env_help(name: str) -> str:
+    return f"[env: {env_name(name)}]"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", metavar="DSN", help=f"PostgreSQL connection string. {_env_help('dsn')}, then DATABASE_URL, "
+              "else the embedded server")
+@click.option("--app", "app_path", metavar="MODULE:ATTR", help=f"The App to load, e.g. myproject.tasks:app. {_env_help('app')}")
+@click.option("--schema", metavar="NAME", help=f"Schema of pgqueue's tables (default pgqueue). {_env_help('schema')}")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help=f"Logging level (default INFO). {_env_help('log_level')}")
+@click.version_option(package_name="pgqueue", prog_name="pgqueue")
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, app_path: str | None, schema: str | None,
+        log_level: str | None) -> None:
+    """pgqueue: a durable job queue whose whole state lives in PostgreSQL."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(dsn=dsn, app=app_path, schema=schema, log_level=log_level.upper() if log_level else None)
+
+
+# ------------------------------------------------------------------ helpers
+
+def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = True) -> App:
+    """The App named by --app / PGQUEUE_APP (or a bare one), with the CLI's options applied."""
+    options = ctx.find_root().obj
+    overrides = {k: options[k] for k in ("dsn", "schema", "log_level") if options.get(k)}
+    from .settings import Settings
+
+    app_path = Settings.load({"app": options.get("app")}).app
+    if app_path:
+        app = import_app(app_path)
+        app.configure(**overrides)
+    elif require_app:
+        raise errors.ConfigurationError(
+            "this command needs your App: pass --app module:attribute (e.g. --app myproject.tasks:app) "
+            "or set PGQUEUE_APP"
+        )
+    else:
+        app = App(**overrides)
+    _setup_logging(app.settings.log_level)
+    if announce:
+        click.echo(f"pgqueue: database {app.database_description}, schema {app.settings.schema!r}", err=True)
+    return app
+
+
+def import_app(path: str) -> App:
+    """Import ``module:attribute`` and return the App it names."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise errors.ConfigurationError(f"--app must look like module:attribute (e.g. myproject.tasks:app), not {path!r}")
+    # Like `python -m`: modules of the current directory are importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if getattr(exc, "name", None) == module_name or module_name.startswith(f"{exc.name}."):
+            raise errors.ConfigurationError(
+                f"cannot import module {module_name!r} (from --app {path}): {exc}; run pgqueue from "
+                "your project's folder or put it on PYTHONPATH"
+            ) from exc
+        raise
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise errors.ConfigurationError(f"module {module_name!r} has no attribute {attribute!r} (from --app {path})") from None
+    if not isinstance(obj, App):
+        raise errors.ConfigurationError(f"{path} is a {type(obj).__name__}, not a pgqueue.App")
+    return obj
+
+
+_logging_done = False
+
+
+def _setup_logging(level: str) -> None:
+    global _logging_done
+    if _logging_done:
+        return
+    _logging_done = True
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    # Alembic is chatty at INFO about its plugins.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    return cli.command(*args, **kwargs)
+
+
+# ----------------------------------------------------------------- commands
+
+@command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the pgqueue schema (safe to run from several processes at once)."""
+    app = load_app(ctx)
+    before, after = app.migrate()
+    if before == after:
+        click.echo(f"schema {app.settings.schema!r} is up to date (revision {after})")
+    else:
+        click.echo(f"schema {app.settings.schema!r} migrated from {before or 'nothing'} to {after}")
+
+
+@command()
+@click.option("--since", metavar="REVISION", help="Only the migrations after this revision (for upgrades).")
+@click.pass_context
+def schema(ctx: click.Context, since: str | None) -> None:
+    """Print the schema's DDL, for teams who apply it with their own migration tool.
+
+    Does not connect to the database.
+    """
+    from .migrations import schema_ddl
+    from .settings import Settings
+
+    options = ctx.find_root().obj
+    name = options.get("schema") or Settings.load().schema
+    click.echo(schema_ddl(name, since=since), nl=False)
+
+
+@cli.group(cls=_Group)
+def embedded() -> None:
+    """Manage the embedded PostgreSQL server (used when no DSN is configured)."""
+
+
+def _embedded_server() -> Any:
+    from .embedded import EmbeddedServer
+    from .settings import Settings, project_root
+
+    return EmbeddedServer(project_root() / Settings.load().embedded_dir)
+
+
+@embedded.command("start")
+def embedded_start() -> None:
+    """Start the embedded server (it starts by itself on first use too)."""
+    _setup_logging("WARNING")
+    server = _embedded_server()
+    dsn = server.ensure_running()
+    click.echo(f"embedded PostgreSQL running in {server.directory}: {dsn}")
+
+
+@embedded.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded server; its data stays for the next start."""
+    _setup_logging("WARNING")
+    server = _embedded_server()
+    if server.stop():
+        click.echo(f"stopped the embedded PostgreSQL server in {server.directory}")
+    else:
+        click.echo(f"the embedded PostgreSQL server in {server.directory} was not running")
+
+
+@embedded.command("status")
+def embedded_status() -> None:
+    """Say whether the embedded server runs, and where."""
+    status = _embedded_server().status()
+    if status["running"]:
+        click.echo(f"running in {status['directory']}: {status['dsn']}")
+    elif status["initialised"]:
+        click.echo(f"stopped; data in {status['directory']}")
+    else:
+        click.echo(f"not created yet (it would live in {status['directory']})")
+
+
+def main() -> None:
+    cli(prog_name="pgqueue")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Connections: DSN checks, the App's pool, the caller's own connection, error translation.
+
+pgqueue's statements use only ``%(name)s`` placeholders, send JSON as text and cast
+it in SQL (``%(args)s::jsonb``), and pass arrays as Python lists. Any DB-API driver
+for PostgreSQL with the ``pyformat`` style runs them unchanged, which is how a
+caller's own connection takes part: a psycopg 3 connection, a psycopg 2
+connection, Django's ``connection`` or an SQLAlchemy ``Connection``/``Session``
+(see :func:`run_on`).
+
+psycopg errors are translated here and only here, always with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo
+from psycopg.rows import dict_row
+
+from . import errors
+
+logger = logging.getLogger(__name__)
+
+# SQLSTATEs meaning "the pgqueue schema is not there (or is older than this code)".
+_MISSING_SCHEMA_STATES = {"42P01", "3F000", "42883", "42703"}
+_CONSTRAINT_MESSAGES = {
+    "jobs_args_is_array": "job args must be a JSON array",
+    "jobs_kwargs_is_object": "job kwargs must be a JSON object",
+    "jobs_queue_not_empty": "queue name must not be empty",
+    "jobs_task_not_empty": "task name must not be empty",
+    "jobs_max_attempts_positive": "max_attempts must be at least 1",
+}
+
+
+# ----------------------------------------------------------------------- DSNs
+
+def normalise_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg://``) as well as libpq ones."""
+    return re.sub(r"^postgres(ql)?\+[a-z0-9_]+://", "postgresql://", dsn.strip())
+
+
+def check_dsn(dsn: str) -> dict[str, str]:
+    """Parse a DSN, or raise ConfigurationError saying what is wrong with it."""
+    if not dsn or not dsn.strip():
+        raise errors.ConfigurationError("the DSN is empty; give a PostgreSQL URL such as postgresql://user@host/db")
+    try:
+        return conninfo.conninfo_to_dict(normalise_dsn(dsn))
+    except psycopg.ProgrammingError as exc:
+        raise errors.ConfigurationError(
+            f"cannot parse DSN {mask_dsn(dsn)!r}: {_one_line(exc)}; expected a URL like "
+            "postgresql://user:password@host:5432/dbname or key=value pairs"
+        ) from exc
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN as it can be shown in logs and errors: no password."""
+    try:
+        parts = conninfo.conninfo_to_dict(normalise_dsn(dsn))
+    except psycopg.ProgrammingError:
+        # Unparseable: hide anything that looks like a password.
+        text = re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
+    user = parts.get("user", "")
+    password = ":***" if parts.get("password") else ""
+    at = "@" if user or password else ""
+    host = parts.get("host", "")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    dbname = parts.get("dbname", "")
+    return f"postgresql://{user}{password}{at}{host}{port}/{dbname}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.removeprefix("connection failed: ")
+
+
+def connect(dsn: str, *, connect_timeout: float = 5.0, autocommit: bool = True,
+            **kwargs: Any) -> psycopg.Connection:
+    """Open one connection, or raise DatabaseUnavailable naming the DSN and the cause."""
+    check_dsn(dsn)
+    try:
+        return psycopg.connect(
+            normalise_dsn(dsn),
+            autocommit=autocommit,
+            connect_timeout=max(2, math.ceil(connect_timeout)),
+            **kwargs,
+        )
+    except psycopg.OperationalError as exc:
+        raise errors.DatabaseUnavailable(
+            f"cannot connect to {mask_dsn(dsn)}: {_one_line(exc)}"
+        ) from exc
+
+
+# ------------------------------------------------------------ error translation
+
+def translate(exc: Exception, *, schema: str, dsn: str | None = None) -> Exception:
+    """Map a driver error onto a pgqueue error where one applies; else return it unchanged."""
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    where = f" in {mask_dsn(dsn)}" if dsn else ""
+    if state in _MISSING_SCHEMA_STATES:
+        return errors.SchemaNotMigrated(
+            f"the pgqueue schema {schema!r} is missing or out of date{where} "
+            f"({_one_line(exc)}): run `pgqueue migrate` (or App.migrate())"
+        )
+    if state == "23514":  # check_violation
+        diag = getattr(exc, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) if diag else None
+        if constraint in _CONSTRAINT_MESSAGES:
+            return errors.ConfigurationError(_CONSTRAINT_MESSAGES[constraint])
+    if isinstance(exc, psycopg.OperationalError) or state in ("57P01", "57P02", "57P03", "08006", "08003"):
+        return errors.DatabaseUnavailable(f"lost the database{where}: {_one_line(exc)}")
+    return exc
+
+
+# ------------------------------------------------------------- caller's conns
+
+def run_on(conn: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run one statement on a connection the caller owns, inside its transaction.
+
+    Accepted: a psycopg 3 connection, any DB-API connection (psycopg 2, Django's
+    ``connection``), an SQLAlchemy ``Connection`` or ``Session``. pgqueue never
+    commits or rolls back such a connection: the caller's transaction decides.
+    """
+    if hasattr(conn, "get_bind") and hasattr(conn, "connection") and hasattr(conn, "execute"):
+        conn = conn.connection()  # SQLAlchemy Session -> its Connection (same transaction)
+    if hasattr(conn, "exec_driver_sql"):
+        # SQLAlchemy Connection: go through it, so it knows a transaction has begun.
+        result = conn.exec_driver_sql(query, dict(params))
+        return [dict(r) for r in result.mappings().all()] if result.returns_rows else []
+    dbapi = _dbapi_connection(conn)
+    if isinstance(dbapi, psycopg.Connection):
+        with dbapi.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(query, params)
+        if not cursor.description:
+            return []
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def fetch_external(conn: Any, query: str, params: Mapping[str, Any], *,
+                   schema: str) -> list[dict[str, Any]]:
+    """:func:`run_on` with pgqueue's error translation."""
+    try:
+        return run_on(conn, query, params)
+    except errors.PgQueueError:
+        raise
+    except Exception as exc:
+        translated = translate(exc, schema=schema)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _dbapi_connection(conn: Any) -> Any:
+    # Django's connection proxy: make sure it is connected, use the driver connection.
+    if hasattr(conn, "ensure_connection") and hasattr(conn, "vendor"):
+        if conn.vendor != "postgresql":
+            raise errors.ConfigurationError(
+                f"pgqueue needs a PostgreSQL connection; this Django connection is {conn.vendor!r}"
+            )
+        conn.ensure_connection()
+        return conn.connection
+    if hasattr(conn, "cursor"):
+        return conn
+    raise errors.ConfigurationError(
+        f"conn= must be an open database connection (psycopg, Django or SQLAlchemy), "
+        f"not {type(conn).__name__}"
+    )
+
+
+# ----------------------------------------------------------------- the pool
+
+class Database:
+    """The App's link to PostgreSQL: a lazily opened pool of autocommit connections."""
+
+    def __init__(self, dsn: str, *, schema: str, pool_size: int, connect_timeout: float) -> None:
+        check_dsn(dsn)
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def display(self) -> str:
+        return mask_dsn(self.dsn)
+
+    def _open_pool(self) -> psycopg_pool.ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                # One direct connection first: it fails fast with the server's own
+                # reason, where the pool would only report a timeout.
+                connect(self.dsn, connect_timeout=self.connect_timeout).close()
+                pool = psycopg_pool.ConnectionPool(
+                    normalise_dsn(self.dsn),
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs={"autocommit": True,
+                            "connect_timeout": max(2, math.ceil(self.connect_timeout))},
+                    open=False,
+                    name=f"pgqueue-{self.schema}",
+                )
+                pool.open(wait=True, timeout=self.connect_timeout + 5)
+                self._pool = pool
+            return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        pool = self._pool or self._open_pool()
+        try:
+            with pool.connection(timeout=self.connect_timeout + 5) as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout as exc:
+            raise errors.DatabaseUnavailable(
+                f"no connection to {self.display} within {self.connect_timeout + 5:.0f} s "
+                "(server down, or every pooled connection busy)"
+            ) from exc
+
+    def fetch(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one statement on a pooled connection (its own transaction)."""
+        try:
+            with self.connection() as conn:
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(query, params or {})
+                    return cur.fetchall() if cur.description else []
+        except errors.PgQueueError:
+            raise
+        except Exception as exc:
+            translated = translate(exc, schema=self.schema, dsn=self.dsn)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def execute_script(conn: psycopg.Connection, sql_text: str) -> None:
+    """Run a multi-statement script (no parameters: psycopg uses the simple protocol)."""
+    conn.execute(sql_text.encode())  # bytes: never parsed for placeholders
+
+
+def fetch_all(conn: psycopg.Connection, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []

@@ -1,0 +1,114 @@
+"""``Job``: the handle ``enqueue`` returns, to ask about one job, wait for it or cancel it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql as pgsql
+
+from . import errors, sqlfiles
+
+if TYPE_CHECKING:
+    from .app import App
+
+FINISHED = ("succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", *FINISHED)
+
+
+class Job:
+    """One job, known by its id. Cheap to create: every method asks the database."""
+
+    __slots__ = ("app", "id", "created")
+
+    def __init__(self, app: "App", id: int, *, created: bool = True) -> None:
+        self.app = app
+        self.id = int(id)
+        #: False when enqueue with a key found an unfinished job holding it (this is that job).
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id and other.app is self.app
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _queries(self) -> sqlfiles.Queries:
+        return self.app.queries
+
+    def info(self) -> dict[str, Any]:
+        """The job's row as a dict (args, status, attempts, result, error, times...)."""
+        rows = self.app.database.fetch(self._queries().job_get, {"id": self.id})
+        if not rows:
+            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
+        return rows[0]
+
+    def status(self) -> str:
+        """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        rows = self.app.database.fetch(self._queries().job_status, {"id": self.id})
+        if not rows:
+            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
+        return rows[0]["status"]
+
+    def cancel(self, reason: str = "cancelled by user") -> str:
+        """Cancel the job: a queued job becomes ``cancelled`` at once (returned); for a running
+        job cancellation is requested (``running`` is returned): async tasks are cancelled,
+        sync tasks can check ``pgqueue.current_job().cancel_requested()``. A finished job
+        cannot be cancelled (JobStateError), except that cancelling twice is harmless.
+        """
+        rows = self.app.database.fetch(self._queries().job_cancel, {"id": self.id, "reason": reason})
+        if rows:
+            return rows[0]["status"]
+        status = self.status()
+        if status in ("cancelled", "running"):
+            return status  # already cancelled, or cancellation already requested
+        raise errors.JobStateError(f"job {self.id} already {status}: it cannot be cancelled")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job to finish and return its result.
+
+        Raises JobFailed (with the error) or JobCancelled, and ResultTimeout (a
+        TimeoutError) when ``timeout`` seconds pass first. The wait sleeps on a
+        notification sent by the statement that finishes the job; it does not poll.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queries = self._queries()
+        channel = sqlfiles.channel(self.app.settings.schema, "done")
+        with self.app.database.connection() as conn:
+            conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+            try:
+                while True:
+                    # Marking the job awaited both registers us and tells us whether it
+                    # has finished: no row means finished (or missing).
+                    if not conn.execute(queries.job_await, {"id": self.id}).fetchall():
+                        return self._outcome(conn)
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise errors.ResultTimeout(
+                            f"job {self.id} did not finish within {timeout} s (it is "
+                            f"{self.status()}); call result() again to keep waiting"
+                        )
+                    wanted = str(self.id)
+                    # A long slice is only a safety net: the finishing statement notifies.
+                    slice_ = 30.0 if remaining is None else min(remaining, 30.0)
+                    for note in conn.notifies(timeout=slice_):
+                        if note.payload == wanted:
+                            break
+            finally:
+                conn.execute("UNLISTEN *")
+
+    def _outcome(self, conn: Any) -> Any:
+        row = conn.execute(self._queries().job_outcome, {"id": self.id}).fetchone()
+        if row is None:
+            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
+        status, result, error = row
+        if status == "succeeded":
+            return result
+        if status == "failed":
+            raise errors.JobFailed(self.id, error)
+        if status == "cancelled":
+            raise errors.JobCancelled(self.id)
+        raise errors.JobStateError(f"job {self.id} is {status}")  # not reached: job_await saw it finished

@@ -1,0 +1,137 @@
+"""Turning a task call into JSON, with errors that name the argument at fault.
+
+Arguments are stored as JSON: strings, numbers, booleans, None, lists and dicts
+with string keys. Tuples arrive as lists. Anything else is refused at enqueue
+time, before anything is written, with the argument's name, the path inside it
+and its type.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from . import errors
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any) -> str:
+    return _encoder.encode(value)
+
+
+class CallCheck:
+    """Checks that a call fits a task's signature (caught at enqueue, not at run time).
+
+    Positional-only calls, the common case of bulk enqueues, are checked by counting;
+    anything else goes through ``inspect.Signature.bind``.
+    """
+
+    def __init__(self, func: Callable[..., Any], task_name: str) -> None:
+        self.task_name = task_name
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            self.signature = None
+            return
+        params = list(self.signature.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._min = sum(1 for p in positional if p.default is p.empty)
+        self._max = None if any(p.kind is p.VAR_POSITIONAL for p in params) else len(positional)
+        self._counting = not any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params
+        )
+
+    def __call__(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        if self.signature is None:
+            return
+        if not kwargs and self._counting and self._min <= len(args) and (
+                self._max is None or len(args) <= self._max):
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise errors.InvalidArguments(
+                f"task {self.task_name!r} cannot be called with these arguments: {exc}"
+            ) from None
+
+
+def encode_call(func: Callable[..., Any], task_name: str, args: Sequence[Any],
+                kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """JSON texts of the positional and keyword arguments, or a precise error."""
+    try:
+        return dumps(list(args)), dumps(dict(kwargs))
+    except (TypeError, ValueError):
+        pass
+    names = _parameter_names(func, len(args))
+    for index, value in enumerate(args):
+        _check(task_name, names[index], value)
+    for key, value in kwargs.items():
+        _check(task_name, repr(key), value)
+    # Should not be reached: report the whole call.
+    raise errors.ArgumentNotSerializable(f"the arguments of task {task_name!r} cannot be stored as JSON")
+
+
+def _parameter_names(func: Callable[..., Any], count: int) -> list[str]:
+    names: list[str] = []
+    try:
+        for param in inspect.signature(func).parameters.values():
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                names.append(repr(param.name))
+            elif param.kind is param.VAR_POSITIONAL:
+                break
+    except (TypeError, ValueError):
+        pass
+    return [names[i] if i < len(names) else f"#{i}" for i in range(count)]
+
+
+def _check(task_name: str, argument: str, value: Any) -> None:
+    problem = _first_problem(value, "")
+    if problem is None:
+        return
+    path, bad = problem
+    where = f"argument {argument}{path}" if path else f"argument {argument}"
+    if isinstance(bad, float):
+        what = f"the float {bad!r}, which JSON cannot represent"
+    elif isinstance(bad, _BadKey):
+        what = f"a dict key of type {type(bad.key).__name__} ({bad.key!r}); keys must be strings"
+    else:
+        what = f"of type {type(bad).__module__}.{type(bad).__qualname__}".replace("builtins.", "")
+        what = f"a value {what}, which cannot be stored as JSON"
+    raise errors.ArgumentNotSerializable(
+        f"{where} of task {task_name!r} is {what}: pass JSON-compatible values "
+        "(str, int, float, bool, None, list, dict with str keys), e.g. an id or an ISO date string"
+    )
+
+
+class _BadKey:
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+
+def _first_problem(value: Any, path: str) -> tuple[str, Any] | None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _first_problem(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, _BadKey(key)
+            found = _first_problem(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    return path, value
+
+
+def loads(text: str | bytes | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,346 @@
+"""Every pgqueue setting, in one frozen dataclass, and where each value comes from.
+
+Sources, first match wins:
+
+1. arguments (``App(...)`` keywords, command-line options);
+2. environment variables ``PGQUEUE_<NAME>`` (for ``dsn``, also ``DATABASE_URL``);
+3. ``[tool.pgqueue]`` in the nearest ``pyproject.toml`` (searching upwards from the
+   current directory);
+4. the defaults below.
+
+Each field's metadata carries its help text: the README's configuration table and
+the CLI help are checked against it, so there is one description per setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import errors
+from .sqlfiles import validate_schema_name
+
+ENV_PREFIX = "PGQUEUE_"
+
+DEFAULT_SCHEMA = "pgqueue"
+DEFAULT_CONCURRENCY = 10
+DEFAULT_POLL_INTERVAL = 1.0
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+DEFAULT_RUNNER_DEAD_AFTER = 10.0
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RETRY_BACKOFF = 1.0
+DEFAULT_RETRY_BACKOFF_MAX = 3600.0
+DEFAULT_MAX_CRASHES = 3
+DEFAULT_POOL_SIZE = 10
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_EMBEDDED_DIR = ".pgqueue"
+
+# Recovery bounds: a heartbeat faster than this loads the database for nothing; a
+# lease shorter than this declares busy-but-healthy runners dead on a slow network.
+MIN_HEARTBEAT_INTERVAL = 0.5
+MIN_RUNNER_DEAD_AFTER = 2.0
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    dsn: str | None = _setting(
+        None,
+        "PostgreSQL connection string (URL or key=value). When unset anywhere, DATABASE_URL is "
+        "tried, then pgqueue runs its own embedded server under embedded_dir.",
+    )
+    schema: str = _setting(
+        DEFAULT_SCHEMA,
+        "Schema holding pgqueue's tables. Two schemas in one database are independent queues.",
+    )
+    app: str | None = _setting(
+        None, "The App the worker and CLI load, as module:attribute (e.g. myproject.tasks:app)."
+    )
+    queues: tuple[str, ...] | None = _setting(
+        None, "Queues a worker serves, comma-separated; unset means every queue."
+    )
+    concurrency: int = _setting(
+        DEFAULT_CONCURRENCY, "Jobs one worker process runs at once (threads and async tasks together)."
+    )
+    processes: int = _setting(1, "Worker processes started by `pgqueue work` under one supervisor.")
+    poll_interval: float = _setting(
+        DEFAULT_POLL_INTERVAL,
+        "Seconds between claims when no notification arrives (covers lost notifications and jobs "
+        "scheduled for later).",
+    )
+    listen: bool = _setting(
+        True,
+        "Wake workers with LISTEN/NOTIFY. Set false behind a transaction-mode pooler: workers "
+        "then poll every poll_interval.",
+    )
+    heartbeat_interval: float = _setting(
+        DEFAULT_HEARTBEAT_INTERVAL, "Seconds between a runner's heartbeats (at least 0.5)."
+    )
+    runner_dead_after: float = _setting(
+        DEFAULT_RUNNER_DEAD_AFTER,
+        "Seconds without a heartbeat after which a runner is declared dead and its jobs re-queued "
+        "(at least 2, and at least twice heartbeat_interval).",
+    )
+    shutdown_timeout: float = _setting(
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        "Seconds a stopping worker lets running jobs finish before handing them back to the queue.",
+    )
+    max_attempts: int = _setting(
+        DEFAULT_MAX_ATTEMPTS, "Default number of failed attempts before a job is failed for good."
+    )
+    retry_backoff: float = _setting(
+        DEFAULT_RETRY_BACKOFF,
+        "Base delay in seconds before a retry; doubles with each failure, with jitter.",
+    )
+    retry_backoff_max: float = _setting(
+        DEFAULT_RETRY_BACKOFF_MAX, "Longest delay in seconds between two attempts."
+    )
+    max_crashes: int = _setting(
+        DEFAULT_MAX_CRASHES,
+        "Times a job's runner may die under it before the job is failed (stops poison-pill jobs).",
+    )
+    pool_size: int = _setting(DEFAULT_POOL_SIZE, "Largest number of connections in the App's pool.")
+    connect_timeout: float = _setting(
+        DEFAULT_CONNECT_TIMEOUT, "Seconds to wait for the server when connecting."
+    )
+    log_level: str = _setting("INFO", "Logging level of the worker and the CLI.")
+    embedded_dir: str = _setting(
+        DEFAULT_EMBEDDED_DIR,
+        "Directory of the embedded server's data, relative to the project root (the folder of the "
+        "nearest pyproject.toml, else the current directory).",
+    )
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    # ----------------------------------------------------------------- loading
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> "Settings":
+        """Build the settings from arguments, environment and pyproject.toml."""
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        environ = os.environ if environ is None else environ
+        names = setting_names()
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise errors.ConfigurationError(
+                f"unknown setting {unknown[0]!r}; settings are: {', '.join(names)}"
+            )
+        pyproject_path, table = _pyproject_table(cwd or Path.cwd())
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in names:
+            env_name = ENV_PREFIX + name.upper()
+            if name in overrides:
+                values[name] = _coerce(name, overrides[name], "argument " + name)
+                sources[name] = "argument"
+            elif environ.get(env_name, "") != "":
+                values[name] = _coerce(name, environ[env_name], env_name)
+                sources[name] = env_name
+            elif name == "dsn" and environ.get("DATABASE_URL", "") != "":
+                values[name] = _coerce(name, environ["DATABASE_URL"], "DATABASE_URL")
+                sources[name] = "DATABASE_URL"
+            elif name in table:
+                where = f"{pyproject_path} [tool.pgqueue] {name}"
+                values[name] = _coerce(name, table[name], where)
+                sources[name] = str(pyproject_path)
+        settings = cls(**values, sources=sources)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some values changed (as arguments), validated."""
+        coerced = {k: _coerce(k, v, "argument " + k) for k, v in changes.items()}
+        sources = dict(self.sources)
+        sources.update({k: "argument" for k in changes})
+        new = dataclasses.replace(self, **coerced, sources=sources)
+        new.validate()
+        return new
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+    def validate(self) -> None:
+        validate_schema_name(self.schema)
+
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if value <= 0:
+                raise errors.ConfigurationError(
+                    f"{name} must be greater than 0, not {value!r} (from {self.source(name)})"
+                )
+
+        for name in ("concurrency", "processes", "poll_interval", "max_attempts", "pool_size",
+                     "connect_timeout", "max_crashes", "retry_backoff_max"):
+            positive(name)
+        if self.retry_backoff < 0 or self.shutdown_timeout < 0:
+            name = "retry_backoff" if self.retry_backoff < 0 else "shutdown_timeout"
+            raise errors.ConfigurationError(
+                f"{name} must be 0 or more, not {getattr(self, name)!r} (from {self.source(name)})"
+            )
+        if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL:
+            raise errors.ConfigurationError(
+                f"heartbeat_interval must be at least {MIN_HEARTBEAT_INTERVAL} s, not "
+                f"{self.heartbeat_interval!r} (from {self.source('heartbeat_interval')})"
+            )
+        if self.runner_dead_after < max(MIN_RUNNER_DEAD_AFTER, 2 * self.heartbeat_interval):
+            raise errors.ConfigurationError(
+                f"runner_dead_after ({self.runner_dead_after!r} s, from "
+                f"{self.source('runner_dead_after')}) must be at least {MIN_RUNNER_DEAD_AFTER} s and "
+                f"at least twice heartbeat_interval ({self.heartbeat_interval!r} s)"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise errors.ConfigurationError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if self.app is not None and ":" not in self.app:
+            raise errors.ConfigurationError(
+                f"app must look like module:attribute (e.g. myproject.tasks:app), not {self.app!r} "
+                f"(from {self.source('app')})"
+            )
+        if self.queues is not None:
+            if not self.queues or any(not q for q in self.queues):
+                raise errors.ConfigurationError(
+                    f"queues must be a comma-separated list of non-empty names, not "
+                    f"{','.join(self.queues)!r} (from {self.source('queues')})"
+                )
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+
+
+def setting_help(name: str) -> str:
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(name)
+
+
+def setting_default(name: str) -> Any:
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+# ------------------------------------------------------------------ coercion
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    kind = _kinds()[name]
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is tuple:
+            if isinstance(value, str):
+                items = [part.strip() for part in value.split(",")]
+            elif isinstance(value, (list, tuple)):
+                items = [str(part).strip() for part in value]
+            else:
+                raise ValueError
+            return tuple(items)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            if name == "log_level":
+                return value.strip().upper()
+            return value
+    except (TypeError, ValueError):
+        pass
+    expected = {bool: "true or false", int: "a whole number", float: "a number of seconds",
+                tuple: "a comma-separated list", str: "a string"}[kind]
+    raise errors.ConfigurationError(f"{where}={value!r}: {name} must be {expected}")
+
+
+def _kinds() -> dict[str, type]:
+    kinds: dict[str, type] = {}
+    for f in dataclasses.fields(Settings):
+        annotation = str(f.type)
+        if annotation.startswith("bool"):
+            kinds[f.name] = bool
+        elif annotation.startswith("int"):
+            kinds[f.name] = int
+        elif annotation.startswith("float"):
+            kinds[f.name] = float
+        elif annotation.startswith("tuple"):
+            kinds[f.name] = tuple
+        else:
+            kinds[f.name] = str
+    return kinds
+
+
+# ------------------------------------------------------------- pyproject.toml
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder of the nearest pyproject.toml, else the current directory."""
+    start = (start or Path.cwd()).resolve()
+    found = find_pyproject(start)
+    return found.parent if found else start
+
+
+def _pyproject_table(start: Path) -> tuple[Path | None, dict[str, Any]]:
+    path = find_pyproject(start.resolve())
+    if path is None:
+        return None, {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise errors.ConfigurationError(f"cannot read {path}: {exc}") from exc
+    table = document.get("tool", {}).get("pgqueue", {})
+    if not isinstance(table, dict):
+        raise errors.ConfigurationError(f"{path}: [tool.pgqueue] must be a table")
+    unknown = sorted(set(table) - set(setting_names()))
+    if unknown:
+        raise errors.ConfigurationError(
+            f"{path}: unknown key {unknown[0]!r} in [tool.pgqueue]; settings are: "
+            f"{', '.join(setting_names())}"
+        )
+    return path, table

@@ -1,0 +1,201 @@
+"""The SQL that pgqueue runs: every statement lives in ``sql/``; this module loads it.
+
+``sql/queries/*.sql`` hold named statements::
+
+    -- name: job_claim
+    -- One line saying what the statement guarantees.
+    SELECT ...
+
+``sql/migrations/NNNN_slug.sql`` hold the schema, one file per migration.
+
+Both are written against the placeholder ``/* schema */`` (rendered as the quoted
+schema name and a dot) and ``/* channel */`` (the schema's NOTIFY channel prefix,
+used inside string literals). Queries are parsed once at import; a duplicate or
+malformed name fails at import, not at the first call.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from . import errors
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+SCHEMA_PLACEHOLDER = "/* schema */"
+CHANNEL_PLACEHOLDER = "/* channel */"
+
+# Lowercase identifiers only: the name is used unquoted in NOTIFY channels and
+# psql users should not have to quote it. Short enough that "<schema>.jobs"
+# fits Postgres' 63-byte identifier limit.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+_NAME_LINE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def data_dir(name: str) -> Path:
+    """Find ``sql`` or ``alembic``: inside the installed wheel, or at the top of a checkout."""
+    for candidate in (_PACKAGE_DIR / "_data" / name, _PACKAGE_DIR.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise errors.ConfigurationError(
+        f"pgqueue's {name}/ directory is missing from the installation "
+        f"(looked in {_PACKAGE_DIR / '_data'} and {_PACKAGE_DIR.parent}); reinstall pgqueue"
+    )
+
+
+def validate_schema_name(schema: str) -> str:
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise errors.ConfigurationError(
+            f"schema name {schema!r} is not valid: use lowercase letters, digits and "
+            "underscores, starting with a letter or underscore, at most 48 characters"
+        )
+    return schema
+
+
+def channel(schema: str, kind: str) -> str:
+    """The NOTIFY channel of a schema: ``<schema>.jobs`` (new work) or ``<schema>.done``."""
+    return f"{schema}.{kind}"
+
+
+def render(text: str, schema: str) -> str:
+    validate_schema_name(schema)
+    return text.replace(SCHEMA_PLACEHOLDER, f'"{schema}".').replace(
+        CHANNEL_PLACEHOLDER, f"{schema}."
+    )
+
+
+def _parse_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+
+    def flush() -> None:
+        if name is None:
+            return
+        body = "\n".join(lines).strip()
+        if not body:
+            raise errors.ConfigurationError(f"{path}: query {name!r} is empty")
+        queries[name] = body
+
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        match = _NAME_LINE.match(raw)
+        if match:
+            flush()
+            name, lines = match.group(1), []
+            if name in queries:
+                raise errors.ConfigurationError(f"{path}: query {name!r} is defined twice")
+            continue
+        if name is not None:
+            lines.append(raw)
+    flush()
+    return queries
+
+
+@functools.cache
+def _all_queries() -> Mapping[str, str]:
+    merged: dict[str, str] = {}
+    for path in sorted((data_dir("sql") / "queries").glob("*.sql")):
+        for name, body in _parse_queries(path).items():
+            if name in merged:
+                raise errors.ConfigurationError(f"query {name!r} is defined in two files")
+            merged[name] = body
+    return MappingProxyType(merged)
+
+
+class Queries:
+    """The named statements rendered for one schema; ``queries.job_claim`` or ``queries["job_claim"]``."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = validate_schema_name(schema)
+        self._rendered = {name: render(body, schema) for name, body in _all_queries().items()}
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._rendered[name]
+        except KeyError:
+            raise KeyError(f"no query named {name!r} in sql/queries") from None
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._rendered[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r} in sql/queries") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._rendered)
+
+
+@functools.cache
+def queries_for(schema: str) -> Queries:
+    return Queries(schema)
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    slug: str
+    path: Path
+
+    @property
+    def revision(self) -> str:
+        """The alembic revision id of this migration."""
+        return f"{self.number:04d}"
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def render(self, schema: str) -> str:
+        return render(self.text, schema)
+
+
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    found = []
+    for path in sorted((data_dir("sql") / "migrations").iterdir()):
+        match = _MIGRATION_FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), path))
+    numbers = [m.number for m in found]
+    if numbers != list(range(1, len(found) + 1)):
+        raise errors.ConfigurationError(
+            f"sql/migrations must be numbered 0001, 0002, ... without gaps; found {numbers}"
+        )
+    return tuple(found)
+
+
+def migration(revision: str) -> Migration:
+    for m in migrations():
+        if m.revision == revision:
+            return m
+    raise errors.ConfigurationError(f"no migration file for revision {revision!r} in sql/migrations")
+
+
+def head_revision() -> str:
+    return migrations()[-1].revision
+
+
+# Advisory lock keys: (class id, object id), both int4. The class id spells "pgqu";
+# the object id is a CRC-32 of "<schema>:<purpose>", so each schema's migrate and
+# reaper locks are distinct. Listed in the README; changing them is a breaking change.
+ADVISORY_CLASS_ID = 0x70677175
+
+
+def advisory_key(schema: str, purpose: str) -> tuple[int, int]:
+    import zlib
+
+    crc = zlib.crc32(f"{schema}:{purpose}".encode())
+    return ADVISORY_CLASS_ID, crc - (1 << 32) if crc >= (1 << 31) else crc

@@ -1,0 +1,7 @@
+-- Reverts 0001_initial: drops every object it created (and all queue data with it).
+DROP TRIGGER IF EXISTS jobs_wake_after_insert ON /* schema */jobs;
+DROP FUNCTION IF EXISTS /* schema */jobs_after_insert();
+DROP FUNCTION IF EXISTS /* schema */wake(text[]);
+DROP TABLE IF EXISTS /* schema */job_events;
+DROP TABLE IF EXISTS /* schema */jobs;
+DROP TABLE IF EXISTS /* schema */runners;

@@ -1,0 +1,109 @@
+-- Statements about jobs seen from the application: enqueue, look up, wait, cancel.
+-- Every statement that changes a job's state writes its job_events row in the same
+-- statement, so the history cannot disagree with the job.
+
+-- name: job_enqueue
+-- Inserts one job and its 'enqueued' event (the insert trigger wakes a waiting runner).
+WITH inserted AS (
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts)
+    VALUES (
+        %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+        %(max_attempts)s
+    )
+    RETURNING id
+), event AS (
+    INSERT INTO /* schema */job_events (job_id, to_status, reason)
+    SELECT id, 'queued', 'enqueued' FROM inserted
+)
+SELECT id, true AS created FROM inserted
+
+-- name: job_enqueue_unique
+-- Inserts one job unless a queued or running job holds the same key; returns the holder then.
+WITH inserted AS (
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts, key)
+    VALUES (
+        %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+        %(max_attempts)s, %(key)s
+    )
+    ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
+    RETURNING id
+), event AS (
+    INSERT INTO /* schema */job_events (job_id, to_status, reason)
+    SELECT id, 'queued', 'enqueued with key ' || %(key)s FROM inserted
+)
+SELECT id, true AS created FROM inserted
+UNION ALL
+-- The holder: visible unless it committed after this statement's snapshot, in which
+-- case nothing is returned and the caller runs the statement again.
+SELECT id, false AS created FROM /* schema */jobs
+WHERE key = %(key)s AND status IN ('queued', 'running') AND NOT EXISTS (SELECT FROM inserted)
+
+-- name: job_enqueue_many
+-- Inserts many jobs of one task in one statement, with their events. args is a JSON array
+-- of argument arrays; kwargs a JSON array of objects, or NULL when no job has any.
+WITH inserted AS (
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts)
+    SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s,
+           coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+           %(max_attempts)s
+    -- ROWS FROM zips the two lists (a NULL kwargs list yields NULLs), in order.
+    FROM ROWS FROM (jsonb_array_elements(%(args)s::jsonb),
+                    jsonb_array_elements(%(kwargs)s::jsonb)) WITH ORDINALITY AS call(args, kwargs, n)
+    ORDER BY call.n
+    RETURNING id
+), events AS (
+    INSERT INTO /* schema */job_events (job_id, to_status, reason)
+    SELECT id, 'queued', 'enqueued' FROM inserted
+)
+SELECT id FROM inserted ORDER BY id
+
+-- name: job_get
+-- One job's row.
+SELECT id, queue, task, args, kwargs, priority, run_at, status, attempts, failures, crashes,
+       max_attempts, key, runner_id, result, error, cancel_requested, enqueued_at, started_at,
+       finished_at
+FROM /* schema */jobs
+WHERE id = %(id)s
+
+-- name: job_status
+-- One job's status (no row: no such job).
+SELECT status FROM /* schema */jobs WHERE id = %(id)s
+
+-- name: job_outcome
+-- What job.result() needs: status, result and error.
+SELECT status, result, error FROM /* schema */jobs WHERE id = %(id)s
+
+-- name: job_await
+-- Marks an unfinished job as awaited, so the statement that finishes it sends NOTIFY.
+-- If a finishing statement holds the row, this waits for it and then sees the job finished
+-- (no row returned), so a waiter can never miss the finish.
+UPDATE /* schema */jobs SET awaited = true
+WHERE id = %(id)s AND status IN ('queued', 'running')
+RETURNING status
+
+-- name: job_cancel
+-- Cancels a queued job now; a running job gets cancellation requested. Writes the event.
+WITH changed AS (
+    UPDATE /* schema */jobs
+    SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+        cancel_requested = true
+    WHERE id = %(id)s
+      AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))
+    RETURNING id, status, attempts, runner_id, awaited
+), events AS (
+    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
+    SELECT id,
+           CASE WHEN status = 'cancelled' THEN 'queued' ELSE 'running' END,
+           status, attempts, runner_id,
+           CASE WHEN status = 'cancelled' THEN %(reason)s
+                ELSE 'cancellation requested: ' || %(reason)s END
+    FROM changed
+)
+SELECT id, status, pg_notify('/* channel */done', id::text) IS NULL AS notified
+FROM changed
+WHERE status = 'cancelled' AND awaited
+UNION ALL
+SELECT id, status, false FROM changed WHERE NOT (status = 'cancelled' AND awaited)

@@ -1,0 +1,141 @@
+"""Test harness: a real PostgreSQL for every test, and an isolated schema per test.
+
+The server, in this order:
+
+1. ``PGQUEUE_TEST_DSN`` when set;
+2. a PostgreSQL container through testcontainers when a Docker daemon answers;
+3. pgqueue's embedded server (pgserver's binaries, or the machine's initdb/pg_ctl)
+   in a temporary directory, stopped at the end of the session;
+4. otherwise the session fails and says how to provide one. Tests never skip for
+   want of a database.
+
+Each test that asks for ``app`` gets a fresh schema (``t_<random>``), migrated
+with ``app.migrate()`` and dropped afterwards, so tests are independent of order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+import pgqueue
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+HOW_TO_PROVIDE = (
+    "pgqueue's tests need PostgreSQL and none could be had: set PGQUEUE_TEST_DSN to a server "
+    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres), start Docker for testcontainers, or "
+    "install the embedded extra (pip install -e '.[dev,embedded]') or PostgreSQL's initdb/pg_ctl"
+)
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # testcontainers' dependency
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=3)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def database_dsn() -> Iterator[str]:
+    """DSN of the test server (see the module docstring for the order)."""
+    dsn = os.environ.get("PGQUEUE_TEST_DSN", "").strip()
+    if dsn:
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+        except psycopg.OperationalError as exc:
+            pytest.fail(f"PGQUEUE_TEST_DSN={dsn!r} does not answer: {exc}", pytrace=False)
+        yield dsn
+        return
+
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+
+    from pgqueue.embedded import EmbeddedServer, find_binaries, kill_server
+
+    if not find_binaries():
+        pytest.fail(HOW_TO_PROVIDE, pytrace=False)
+    directory = Path(tempfile.mkdtemp(prefix="pgqueue-test-"))
+    server = EmbeddedServer(directory)
+    try:
+        yield server.ensure_running()
+    except pgqueue.PgQueueError as exc:
+        pytest.fail(f"{HOW_TO_PROVIDE}\n(the embedded server failed: {exc})", pytrace=False)
+    finally:
+        try:
+            server.stop()
+        except pgqueue.PgQueueError:
+            kill_server(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def admin(database_dsn: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection for assertions and setup."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def schema_name(database_dsn: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        # Workers of a failed test may still hold connections: end them first.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (f"pgqueue-test-{name}",),
+        )
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def make_app(database_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Build Apps on the test's schema (unmigrated until .migrate())."""
+    for key in list(os.environ):
+        if key.startswith("PGQUEUE_") and key != "PGQUEUE_TEST_DSN":
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    made: list[pgqueue.App] = []
+
+    def make(**settings: object) -> pgqueue.App:
+        settings.setdefault("dsn", database_dsn)
+        settings.setdefault("schema", schema_name)
+        app = pgqueue.App(**settings)  # type: ignore[arg-type]
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with contextlib.suppress(Exception):
+            app.close()
+
+
+@pytest.fixture
+def app(make_app) -> pgqueue.App:
+    """A migrated App on a fresh schema."""
+    app = make_app()
+    app.migrate()
+    return app
