@@ -13,6 +13,7 @@
 """
 
 from .app import App
+from .context import JobContext, current_job
 from .errors import (
     ArgumentNotSerializable,
     ConfigurationError,
@@ -42,6 +43,7 @@ __all__ = [
     "EnqueueOptions",
     "InvalidArguments",
     "Job",
+    "JobContext",
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
@@ -55,4 +57,5 @@ __all__ = [
     "Task",
     "UnknownTask",
     "__version__",
+    "current_job",
 ]

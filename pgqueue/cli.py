@@ -17,11 +17,11 @@ import click
 
 from . import errors
 from .app import App
+from .context import install_job_logging
 from .settings import env_name
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class _Group(click.Group):
@@ -56,10 +56,12 @@ def cli(ctx: click.Context, dsn: str | None, app_path: str | None, schema: str |
 
 # ------------------------------------------------------------------ helpers
 
-def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = True) -> App:
+def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = True,
+             **command_options: Any) -> App:
     """The App named by --app / PGQUEUE_APP (or a bare one), with the CLI's options applied."""
     options = ctx.find_root().obj
     overrides = {k: options[k] for k in ("dsn", "schema", "log_level") if options.get(k)}
+    overrides.update({k: v for k, v in command_options.items() if v is not None})
     from .settings import Settings
 
     app_path = Settings.load({"app": options.get("app")}).app
@@ -107,15 +109,8 @@ def import_app(path: str) -> App:
     return obj
 
 
-_logging_done = False
-
-
 def _setup_logging(level: str) -> None:
-    global _logging_done
-    if _logging_done:
-        return
-    _logging_done = True
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    install_job_logging(level)
     # Alembic is chatty at INFO about its plugins.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -152,6 +147,50 @@ def schema(ctx: click.Context, since: str | None) -> None:
     options = ctx.find_root().obj
     name = options.get("schema") or Settings.load().schema
     click.echo(schema_ddl(name, since=since), nl=False)
+
+
+@command()
+@click.option("--queues", "-q", metavar="A,B", help=f"Queues to serve (default: all). {_env_help('queues')}")
+@click.option("--concurrency", "-c", type=int, metavar="N", help=f"Jobs run at once per process (default 20). {_env_help('concurrency')}")
+@click.option("--processes", "-p", type=int, metavar="P", help=f"Worker processes under one supervisor (default 1). {_env_help('processes')}")
+@click.option("--poll-interval", type=float, metavar="S", help=f"Seconds between polls without notification. {_env_help('poll_interval')}")
+@click.option("--listen/--no-listen", default=None, help=f"Wake on LISTEN/NOTIFY, or poll only (for transaction-mode poolers). {_env_help('listen')}")
+@click.option("--shutdown-timeout", type=float, metavar="S", help=f"Seconds running jobs get to finish on SIGTERM. {_env_help('shutdown_timeout')}")
+@click.option("--heartbeat-interval", type=float, metavar="S", help=f"Seconds between heartbeats. {_env_help('heartbeat_interval')}")
+@click.option("--runner-dead-after", type=float, metavar="S", help=f"Seconds of silence before a runner is declared dead. {_env_help('runner_dead_after')}")
+@click.pass_context
+def work(ctx: click.Context, queues: str | None, concurrency: int | None, processes: int | None,
+         poll_interval: float | None, listen: bool | None, shutdown_timeout: float | None,
+         heartbeat_interval: float | None, runner_dead_after: float | None) -> None:
+    """Run a worker: claim jobs, run them, write their outcomes, until SIGTERM/SIGINT."""
+    from .worker import Runner
+    from .worker.supervisor import Supervisor, child_command
+
+    app = load_app(ctx, require_app=True, queues=queues, concurrency=concurrency,
+                   processes=processes, poll_interval=poll_interval, listen=listen,
+                   shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval,
+                   runner_dead_after=runner_dead_after)
+    if not app.tasks:
+        raise errors.ConfigurationError(
+            f"the App {ctx.find_root().obj.get('app') or app.settings.app} has no tasks: a worker would "
+            "have nothing to run (define tasks with @app.task in that module)")
+    if app.settings.processes > 1:
+        root = ctx.find_root().obj
+        global_args = [a for k, flag in (("dsn", "--dsn"), ("app", "--app"), ("schema", "--schema"),
+                                         ("log_level", "--log-level")) if root.get(k)
+                       for a in (flag, root[k])]
+        work_args = [a for flag, value in (("--queues", queues), ("--concurrency", concurrency),
+                                           ("--poll-interval", poll_interval),
+                                           ("--shutdown-timeout", shutdown_timeout),
+                                           ("--heartbeat-interval", heartbeat_interval),
+                                           ("--runner-dead-after", runner_dead_after))
+                     if value is not None for a in (flag, str(value))]
+        if listen is not None:
+            work_args.append("--listen" if listen else "--no-listen")
+        code = Supervisor(child_command(global_args, work_args), app.settings.processes).run()
+    else:
+        code = Runner(app).run()
+    ctx.exit(code)
 
 
 @cli.group(cls=_Group)

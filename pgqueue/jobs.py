@@ -72,43 +72,48 @@ class Job:
 
         Raises JobFailed (with the error) or JobCancelled, and ResultTimeout (a
         TimeoutError) when ``timeout`` seconds pass first. The wait sleeps on a
-        notification sent by the statement that finishes the job; it does not poll.
+        notification sent by the statement that finishes the job. It also looks at the
+        job again after growing pauses (50 ms up to 10 s), which covers the instant
+        between registering and the first look, and a lost connection's notifications.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         queries = self._queries()
         channel = sqlfiles.channel(self.app.settings.schema, "done")
+        wanted = str(self.id)
         with self.app.database.connection() as conn:
             conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+            waiter = conn.execute(queries.job_wait_register, {"id": self.id}).fetchone()[0]
             try:
+                pause = 0.05
                 while True:
-                    # Marking the job awaited both registers us and tells us whether it
-                    # has finished: no row means finished (or missing).
-                    if not conn.execute(queries.job_await, {"id": self.id}).fetchall():
-                        return self._outcome(conn)
+                    finished, value = self._outcome(conn)
+                    if finished:
+                        return value
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise errors.ResultTimeout(
                             f"job {self.id} did not finish within {timeout} s (it is "
                             f"{self.status()}); call result() again to keep waiting"
                         )
-                    wanted = str(self.id)
-                    # A long slice is only a safety net: the finishing statement notifies.
-                    slice_ = 30.0 if remaining is None else min(remaining, 30.0)
-                    for note in conn.notifies(timeout=slice_):
+                    for note in conn.notifies(timeout=pause if remaining is None else min(pause, remaining)):
                         if note.payload == wanted:
                             break
+                    pause = min(pause * 2, 10.0)
             finally:
-                conn.execute("UNLISTEN *")
+                if not conn.broken:
+                    conn.execute(queries.job_wait_unregister, {"waiter": waiter})
+                    conn.execute("UNLISTEN *")
 
-    def _outcome(self, conn: Any) -> Any:
+    def _outcome(self, conn: Any) -> tuple[bool, Any]:
+        """(True, result) once finished (raising for failed or cancelled); (False, None) before."""
         row = conn.execute(self._queries().job_outcome, {"id": self.id}).fetchone()
         if row is None:
             raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
         status, result, error = row
         if status == "succeeded":
-            return result
+            return True, result
         if status == "failed":
             raise errors.JobFailed(self.id, error)
         if status == "cancelled":
             raise errors.JobCancelled(self.id)
-        raise errors.JobStateError(f"job {self.id} is {status}")  # not reached: job_await saw it finished
+        return False, None

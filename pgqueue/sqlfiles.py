@@ -79,7 +79,10 @@ def _parse_queries(path: Path) -> dict[str, str]:
     def flush() -> None:
         if name is None:
             return
-        body = "\n".join(lines).strip()
+        # Comment lines are for readers of the file, not for the server: without them the
+        # text stays short enough for psycopg to cache its parsing (statements < 4 KiB).
+        body = "\n".join(line.rstrip() for line in lines
+                         if line.strip() and not line.lstrip().startswith("--")).strip()
         if not body:
             raise errors.ConfigurationError(f"{path}: query {name!r} is empty")
         queries[name] = body

@@ -139,3 +139,39 @@ def app(make_app) -> pgqueue.App:
     app = make_app()
     app.migrate()
     return app
+
+
+@pytest.fixture
+def wapp(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
+    """The test's App with every task of tests/workerapp.py registered (same names and
+    options), and the executions table those tasks record into."""
+    import workerapp
+
+    for name, task in workerapp.app.tasks.items():
+        config = task.config
+        app.task(name=name, queue=config.queue, priority=config.priority,
+                 max_attempts=config.max_attempts, retry_backoff=config.retry_backoff,
+                 timeout=config.timeout, no_retry=config.no_retry)(task.func)
+    admin.execute(
+        f'CREATE TABLE "{app.settings.schema}".executions (job_id bigint, attempt int, '
+        "runner_id bigint, pid int, note text, at timestamptz DEFAULT clock_timestamp())"
+    )
+    return app
+
+
+@pytest.fixture
+def start_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> Iterator:
+    """Start real `pgqueue work` subprocesses; all are killed at teardown."""
+    from helpers import Worker
+
+    started: list[Worker] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, dsn: str | None = None) -> Worker:
+        worker = Worker(dsn or database_dsn, schema_name, tmp_path / f"worker-{len(started)}.log",
+                        *args, env=env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

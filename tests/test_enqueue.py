@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from helpers import wait_for
 
 
 @pytest.fixture
@@ -234,17 +235,16 @@ def test_result_wakes_on_the_finishing_notification(app, add) -> None:
     waiter = threading.Thread(target=wait)
     waiter.start()
     waiting.wait(10)
-    # Cancel only once the waiter has marked the job awaited: the cancel then notifies it.
-    deadline = threading.Event()
-    for _ in range(200):
-        if app.database.fetch(f'SELECT awaited FROM "{app.settings.schema}".jobs WHERE id = %(id)s',
-                              {"id": job.id})[0]["awaited"]:
-            break
-        deadline.wait(0.05)
+    # Cancel once the waiter is registered: the cancelling statement then notifies it.
+    wait_for(lambda: app.database.fetch(
+        f'SELECT count(*) AS n FROM "{app.settings.schema}".result_waiters WHERE job_id = %(id)s',
+        {"id": job.id})[0]["n"], message="the waiter to register")
     job.cancel()
     waiter.join(timeout=20)
     assert not waiter.is_alive(), "result() did not wake up on the cancellation"
     assert len(outcome) == 1 and isinstance(outcome[0], pgqueue.JobCancelled)
+    waiters = app.database.fetch(f'SELECT count(*) AS n FROM "{app.settings.schema}".result_waiters')
+    assert waiters[0]["n"] == 0, "a waiter that stopped waiting must leave no row behind"
 
 
 def test_result_times_out_with_a_timeout_error(app, add) -> None:

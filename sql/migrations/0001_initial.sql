@@ -46,7 +46,6 @@ CREATE TABLE /* schema */jobs (
     result          jsonb,
     error           jsonb,
     cancel_requested boolean NOT NULL DEFAULT false,
-    awaited         boolean NOT NULL DEFAULT false,
     enqueued_at     timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz,
@@ -77,7 +76,6 @@ COMMENT ON COLUMN /* schema */jobs.runner_id IS 'The runner executing the job; s
 COMMENT ON COLUMN /* schema */jobs.result IS 'JSON return value of the successful attempt.';
 COMMENT ON COLUMN /* schema */jobs.error IS 'Last error: {"type", "message", "traceback"}.';
 COMMENT ON COLUMN /* schema */jobs.cancel_requested IS 'Set when cancellation of a running job was asked for.';
-COMMENT ON COLUMN /* schema */jobs.awaited IS 'Set by job.result() waiters: the statement that finishes the job then sends NOTIFY "<schema>.done" with its id.';
 
 -- Claim order index: only queued rows, in the order the claim statement reads them.
 -- Per queue, so a runner serving a quiet queue never walks another queue's backlog.
@@ -107,6 +105,33 @@ COMMENT ON COLUMN /* schema */job_events.from_status IS 'State before the change
 COMMENT ON COLUMN /* schema */job_events.attempt IS 'The job''s attempts counter after the change.';
 COMMENT ON COLUMN /* schema */job_events.runner_id IS 'The runner concerned (the claimer, the finisher, or the dead runner).';
 COMMENT ON COLUMN /* schema */job_events.reason IS 'Human-readable cause, e.g. "claimed", "retry in 4.2 s: ValueError: ...", "runner 7 declared dead".';
+
+-- Waiters of job.result(). A statement that finishes jobs calls notify_finished(ids), which
+-- deletes the waiters of those jobs and notifies each job once; when nobody waits, the
+-- statement skips it after one look at this (then empty) table. The waiters never lock job
+-- rows, so they cannot make a claim skip a job. Unlogged: a waiter's LISTEN does not
+-- survive a server restart either, and waiters re-check on their own.
+CREATE UNLOGGED TABLE /* schema */result_waiters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id          bigint NOT NULL,
+    since           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX result_waiters_job_idx ON /* schema */result_waiters (job_id);
+
+COMMENT ON TABLE /* schema */result_waiters IS
+    'Callers waiting in job.result(); finishing one of these jobs sends NOTIFY "<schema>.done" with its id.';
+
+CREATE FUNCTION /* schema */notify_finished(job_ids bigint[]) RETURNS integer
+LANGUAGE sql AS $$
+    WITH woken AS (
+        DELETE FROM /* schema */result_waiters WHERE job_id = ANY (job_ids) RETURNING job_id
+    )
+    SELECT count(pg_notify('/* channel */done', job_id::text))::integer
+    FROM (SELECT DISTINCT job_id FROM woken) AS w
+$$;
+
+COMMENT ON FUNCTION /* schema */notify_finished(bigint[]) IS
+    'Wake the job.result() waiters of these (finished) jobs.';
 
 -- wake(queues): NOTIFY "<schema>.jobs" once per queue, only when a runner that serves the
 -- queue is waiting. NOTIFY serialises committing transactions on a global lock, so a

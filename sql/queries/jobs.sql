@@ -75,13 +75,13 @@ SELECT status FROM /* schema */jobs WHERE id = %(id)s
 -- What job.result() needs: status, result and error.
 SELECT status, result, error FROM /* schema */jobs WHERE id = %(id)s
 
--- name: job_await
--- Marks an unfinished job as awaited, so the statement that finishes it sends NOTIFY.
--- If a finishing statement holds the row, this waits for it and then sees the job finished
--- (no row returned), so a waiter can never miss the finish.
-UPDATE /* schema */jobs SET awaited = true
-WHERE id = %(id)s AND status IN ('queued', 'running')
-RETURNING status
+-- name: job_wait_register
+-- Registers a job.result() waiter; the statement that finishes the job will notify it.
+INSERT INTO /* schema */result_waiters (job_id) VALUES (%(id)s) RETURNING id
+
+-- name: job_wait_unregister
+-- Removes a waiter that stops waiting (the finishing statement may have removed it already).
+DELETE FROM /* schema */result_waiters WHERE id = %(waiter)s
 
 -- name: job_cancel
 -- Cancels a queued job now; a running job gets cancellation requested. Writes the event.
@@ -92,7 +92,7 @@ WITH changed AS (
         cancel_requested = true
     WHERE id = %(id)s
       AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))
-    RETURNING id, status, attempts, runner_id, awaited
+    RETURNING id, status, attempts, runner_id
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
     SELECT id,
@@ -101,9 +101,8 @@ WITH changed AS (
            CASE WHEN status = 'cancelled' THEN %(reason)s
                 ELSE 'cancellation requested: ' || %(reason)s END
     FROM changed
+), notified AS (
+    SELECT /* schema */notify_finished(array_agg(id)) AS n
+    FROM changed WHERE status = 'cancelled' HAVING count(*) > 0
 )
-SELECT id, status, pg_notify('/* channel */done', id::text) IS NULL AS notified
-FROM changed
-WHERE status = 'cancelled' AND awaited
-UNION ALL
-SELECT id, status, false FROM changed WHERE NOT (status = 'cancelled' AND awaited)
+SELECT id, status, (SELECT n FROM notified) AS notified FROM changed

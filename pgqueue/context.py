@@ -1,0 +1,86 @@
+"""What a running task can know about itself, and log records that carry it.
+
+``pgqueue.current_job()`` returns the :class:`JobContext` of the job the calling
+thread (or asyncio task) runs, or None outside a job. Its ``attempt`` is the job's
+fencing token: task code can guard its own writes with it (``... WHERE
+processed_attempt < %(attempt)s``), so a stale attempt cannot overwrite a newer one.
+
+:class:`JobLogFilter` copies the job's id, task and attempt onto every log record
+emitted while the job runs, so a worker's log can be filtered by job.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from dataclasses import dataclass
+
+_current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar(
+    "pgqueue_current_job", default=None
+)
+
+
+@dataclass
+class JobContext:
+    id: int
+    task: str
+    attempt: int
+    queue: str
+    runner_id: int
+    # Set (never cleared) by the runner's heartbeat thread; a plain attribute is enough.
+    _cancel: bool = False
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``job.cancel()`` was called for this running job. Sync tasks that run
+        long should check it and stop; async tasks are cancelled for them."""
+        return self._cancel
+
+
+def current_job() -> JobContext | None:
+    """The job the caller is running inside, or None."""
+    return _current.get()
+
+
+def set_current(context: JobContext | None) -> contextvars.Token:
+    return _current.set(context)
+
+
+def reset_current(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+class JobLogFilter(logging.Filter):
+    """Adds ``job_id``, ``job_task``, ``job_attempt`` (and ``job``, a short label) to records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "job_id", None) is None:
+            ctx = _current.get()
+            if ctx is not None:
+                record.job_id = ctx.id
+                record.job_task = ctx.task
+                record.job_attempt = ctx.attempt
+            else:
+                record.job_id = record.job_task = record.job_attempt = None
+        parts = [f"job {record.job_id}"] if record.job_id is not None else []
+        if parts and getattr(record, "job_task", None):
+            parts.append(str(record.job_task))
+        if parts and getattr(record, "job_attempt", None) is not None:
+            parts.append(f"attempt {record.job_attempt}")
+        record.job = f" [{' '.join(parts)}]" if parts else ""
+        return True
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s:%(job)s %(message)s"
+
+
+def install_job_logging(level: str | int) -> None:
+    """Configure the root logger for a worker: job-aware format on stderr."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_pgqueue", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(JobLogFilter())
+        handler._pgqueue = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,121 @@
+"""Connections of a runner's services, and one log line per database outage.
+
+Each service (claim loop, listener, heartbeat, reaper) owns one autocommit
+connection, opened lazily and replaced after an error. TCP keepalives make a
+vanished server or host show up as an error within seconds, even on a connection
+that only sits in LISTEN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+
+import psycopg
+
+from .. import db
+
+logger = logging.getLogger(__name__)
+
+
+class OutageLog:
+    """Shared by a runner's services: one warning when the database becomes unreachable,
+    one line when every service reaches it again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing: set[str] = set()
+        self._since: float | None = None
+
+    @property
+    def in_outage(self) -> bool:
+        return self._since is not None
+
+    def failed(self, service: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failing.add(service)
+            if self._since is None:
+                self._since = time.monotonic()
+                logger.warning("database unavailable (%s: %s); retrying with backoff",
+                               service, db._one_line(exc))
+
+    def ok(self, service: str) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            self._failing.discard(service)
+            if not self._failing and self._since is not None:
+                logger.warning("database reachable again after %.1f s", time.monotonic() - self._since)
+                self._since = None
+
+
+class Backoff:
+    """Exponential delays with jitter for reconnect loops: 0.25 s doubling up to ``maximum``."""
+
+    def __init__(self, first: float = 0.25, maximum: float = 5.0) -> None:
+        self.first, self.maximum = first, maximum
+        self._attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.first * (2 ** self._attempt), self.maximum)
+        self._attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class ServiceConnection:
+    """One service's connection: ``get()`` opens it when needed, ``discard()`` after an error.
+
+    ``generic_plans``: the connection runs only pgqueue's few hot statements, whose plans
+    do not depend on parameter values; planning them anew at each execution would cost
+    more than running them.
+    """
+
+    def __init__(self, dsn: str, role: str, connect_timeout: float, *,
+                 generic_plans: bool = False) -> None:
+        self.dsn = dsn
+        self.role = role
+        self.connect_timeout = connect_timeout
+        self.generic_plans = generic_plans
+        self._conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self.discard()
+            extra = {}
+            if not os.environ.get("PGAPPNAME"):
+                extra["application_name"] = f"pgqueue {self.role}"
+            conn = db.connect(
+                self.dsn, connect_timeout=self.connect_timeout,
+                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                **extra,
+            )
+            db.configure_session(conn)
+            if self.generic_plans:
+                conn.execute("SET plan_cache_mode = force_generic_plan")
+            self._conn = conn
+        return conn
+
+    def discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Errors that mean "the database is not reachable right now", worth retrying."""
+    from .. import errors
+
+    if isinstance(exc, (psycopg.OperationalError, errors.DatabaseUnavailable)):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    # admin_shutdown, crash_shutdown, cannot_connect_now, connection errors
+    return bool(state) and (state.startswith("08") or state in ("57P01", "57P02", "57P03"))

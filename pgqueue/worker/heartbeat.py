@@ -1,0 +1,114 @@
+"""The heartbeat: keeps a runner's row alive, and tells the runner when its lease is gone.
+
+Runs on its own thread and its own connection, so a task that blocks or burns CPU
+in Python cannot delay it (beyond the GIL's switch interval).
+
+States and invariants:
+
+* Each beat is ``UPDATE runners SET heartbeat_at = now() WHERE id = me AND state =
+  'running'``: the database's clock, never the host's.
+* No row back: the reaper declared this runner dead. The runner is told at once
+  (``on_lease_lost``) and must stop writing as itself.
+* No successful beat for ``runner_dead_after`` seconds, measured on this process's
+  monotonic clock from the moment the last successful beat was *sent* (so the local
+  deadline falls before the database's): the lease is gone even if nobody has reaped
+  the runner yet (cut off from the database, or the process was paused).
+* The beat also returns the runner's running jobs whose cancellation was requested.
+
+Not handled here: registering again (the runner does that) and reaping others
+(``reaper.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from .. import sqlfiles
+from .connections import OutageLog, ServiceConnection, is_connection_error
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(self, *, connection: ServiceConnection, queries: sqlfiles.Queries, interval: float,
+                 dead_after: float, outage: OutageLog,
+                 on_lease_lost: Callable[[int, str], None],
+                 on_cancel_requested: Callable[[list[int]], None]) -> None:
+        self._conn = connection
+        self._queries = queries
+        self.interval = interval
+        self.dead_after = dead_after
+        self._outage = outage
+        self._on_lease_lost = on_lease_lost
+        self._on_cancel_requested = on_cancel_requested
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._runner_id: int | None = None
+        self._last_ok = time.monotonic()
+
+    def follow(self, runner_id: int) -> None:
+        """Beat for ``runner_id`` from now on (a newly registered runner starts a fresh lease)."""
+        with self._lock:
+            self._runner_id = runner_id
+            self._last_ok = time.monotonic()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._runner_id = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="pgqueue-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._conn.discard()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval)
+
+    def run_once(self) -> bool:
+        """One beat; False when the lease is (now known to be) lost."""
+        with self._lock:
+            runner_id, last_ok = self._runner_id, self._last_ok
+        if runner_id is None:
+            return True
+        silent = time.monotonic() - last_ok
+        if silent > self.dead_after:
+            self._lost(runner_id, f"no successful heartbeat for {silent:.1f} s")
+            return False
+        sent = time.monotonic()
+        try:
+            row = self._conn.get().execute(self._queries.runner_heartbeat,
+                                           {"runner_id": runner_id}).fetchone()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                logger.exception("heartbeat of runner %s failed", runner_id)
+            self._outage.failed("heartbeat", exc)
+            self._conn.discard()
+            return True
+        self._outage.ok("heartbeat")
+        if row is None:
+            self._lost(runner_id, "declared dead by the reaper")
+            return False
+        with self._lock:
+            if self._runner_id == runner_id:
+                self._last_ok = sent
+        if row[0]:
+            self._on_cancel_requested(list(row[0]))
+        return True
+
+    def _lost(self, runner_id: int, reason: str) -> None:
+        with self._lock:
+            if self._runner_id != runner_id:
+                return
+            self._runner_id = None  # the runner follows its next incarnation
+        self._on_lease_lost(runner_id, reason)

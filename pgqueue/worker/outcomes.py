@@ -1,0 +1,123 @@
+"""What an attempt's ending means for its job: succeeded, retried later, failed, cancelled.
+
+Pure functions, no database: the runner builds an :class:`Outcome` and the hot path
+writes batches of them with one fenced statement (``job_finish``).
+
+Retry policy: an attempt that raises counts one failure; the job is retried while
+``failures < max_attempts``, after ``retry_backoff * 2**(failures-1)`` seconds (capped at
+``retry_backoff_max``) with ±50 % jitter so retries of a burst do not return together.
+``pgqueue.Retry(delay=...)`` chooses the delay; ``pgqueue.NoRetry`` (raised or
+subclassed) and the task's ``no_retry`` types fail the job at once. A crash (the
+runner died) is not a failure: the reaper counts those apart (``crashes``).
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .. import errors, serialization
+
+MAX_TRACEBACK = 64 * 1024
+MAX_MESSAGE = 4 * 1024
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job as the claim statement returned it."""
+
+    id: int
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    attempt: int
+    failures: int
+    max_attempts: int
+    cancel_requested: bool
+    runner_id: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: int
+    runner_id: int
+    attempt: int
+    status: str  # succeeded | queued (retry) | failed | cancelled
+    result: str | None = None  # JSON text
+    error: str | None = None  # JSON text
+    delay: float = 0.0
+    failed: bool = False  # counts one failure
+    reason: str = ""
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    message = str(exc)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "... (truncated)"
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > MAX_TRACEBACK:
+        tb = "... (truncated)\n" + tb[-MAX_TRACEBACK:]
+    return {"type": name, "message": message, "traceback": tb}
+
+
+def _short(error: dict[str, str]) -> str:
+    message = error["message"].splitlines()[0] if error["message"] else ""
+    text = f"{error['type']}: {message}" if message else error["type"]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def backoff(failures: int, base: float, maximum: float, rng: random.Random | None = None) -> float:
+    """Delay before the retry that follows the ``failures``-th failure."""
+    if base <= 0:
+        return 0.0
+    delay = min(base * (2 ** max(failures - 1, 0)), maximum)
+    return min(delay * (rng or random).uniform(0.5, 1.5), maximum)
+
+
+def succeeded(job: Claimed, value: Any) -> Outcome:
+    try:
+        result = serialization.dumps(value)
+    except (TypeError, ValueError) as exc:
+        error = {
+            "type": "ResultNotSerializable",
+            "message": f"the return value of task {job.task!r} cannot be stored as JSON: {exc}; "
+                       "return JSON-compatible values",
+            "traceback": "",
+        }
+        return Outcome(job.id, job.runner_id, job.attempt, "failed",
+                       error=serialization.dumps(error), failed=True,
+                       reason=f"failed: {_short(error)}")
+    return Outcome(job.id, job.runner_id, job.attempt, "succeeded", result=result, reason="succeeded")
+
+
+def failed(job: Claimed, exc: BaseException, *, no_retry: tuple[type[BaseException], ...],
+           retry_backoff: float, retry_backoff_max: float, cancel_requested: bool) -> Outcome:
+    """The outcome of an attempt that raised ``exc``."""
+    error = describe_error(exc)
+    error_json = serialization.dumps(error)
+    short = _short(error)
+    if cancel_requested:
+        return Outcome(job.id, job.runner_id, job.attempt, "cancelled", error=error_json,
+                       reason=f"cancelled while running: {short}")
+    failures = job.failures + 1
+    if isinstance(exc, errors.NoRetry) or (no_retry and isinstance(exc, no_retry)):
+        return Outcome(job.id, job.runner_id, job.attempt, "failed", error=error_json, failed=True,
+                       reason=f"failed, not retryable: {short}")
+    if failures >= job.max_attempts:
+        return Outcome(job.id, job.runner_id, job.attempt, "failed", error=error_json, failed=True,
+                       reason=f"failed after {failures} failed attempt{'s' if failures > 1 else ''}: {short}")
+    if isinstance(exc, errors.Retry) and exc.delay is not None:
+        delay = float(exc.delay)
+    else:
+        delay = backoff(failures, retry_backoff, retry_backoff_max)
+    return Outcome(job.id, job.runner_id, job.attempt, "queued", error=error_json, delay=delay,
+                   failed=True, reason=f"retry in {delay:.1f} s: {short}")
+
+
+def cancelled(job: Claimed, reason: str) -> Outcome:
+    return Outcome(job.id, job.runner_id, job.attempt, "cancelled", reason=reason)

@@ -1,0 +1,77 @@
+-- The reaper: declares silent runners dead and sends their running jobs back to the queue.
+
+-- name: reaper_lock
+-- Transaction-level advisory lock: at most one reaper per schema at a time; released at
+-- commit, so it is safe behind a transaction-mode pooler and cannot leak.
+SELECT pg_try_advisory_xact_lock(%(class_id)s::int, %(object_id)s::int) AS held
+
+-- name: reaper_run
+-- Declares dead the runners silent for longer than `dead_after` seconds (or, when
+-- `runner_id` is given, that one runner, which retires itself after losing its lease),
+-- then re-queues every running job whose runner is not alive, or fails it once its crash
+-- budget is spent, with an event naming the dead runner; wakes waiting runners.
+WITH dead AS (
+    UPDATE /* schema */runners AS r
+    SET state = 'dead', waiting = false, stopped_at = now(),
+        reason = CASE
+            WHEN %(runner_id)s::bigint IS NULL THEN
+                'no heartbeat for '
+                || round(extract(epoch FROM now() - r.heartbeat_at)::numeric, 1) || ' s'
+            ELSE %(reason)s::text END
+    WHERE r.state = 'running'
+      AND CASE
+            WHEN %(runner_id)s::bigint IS NULL THEN
+                -- After a server restart every runner gets a full lease to heartbeat again.
+                greatest(r.heartbeat_at, pg_postmaster_start_time())
+                    < now() - make_interval(secs => %(dead_after)s::float8)
+            ELSE r.id = %(runner_id)s::bigint END
+    RETURNING r.id, r.reason
+), orphans AS (
+    -- Running jobs whose runner is not alive: declared dead just now (the statement's
+    -- snapshot still shows it running), dead before (a claim that raced an earlier reap),
+    -- or missing (a row written by hand).
+    SELECT j.id, j.runner_id, d.reason
+    FROM /* schema */jobs AS j
+    LEFT JOIN dead AS d ON d.id = j.runner_id
+    WHERE j.status = 'running'
+      AND (%(runner_id)s::bigint IS NULL OR j.runner_id = %(runner_id)s::bigint)
+      AND (d.id IS NOT NULL OR NOT EXISTS (
+            SELECT 1 FROM /* schema */runners AS r WHERE r.id = j.runner_id AND r.state = 'running'))
+), rescued AS (
+    UPDATE /* schema */jobs AS j
+    SET status = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int THEN 'failed' ELSE 'queued' END,
+        crashes = j.crashes + 1,
+        runner_id = NULL,
+        finished_at = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int THEN now() END,
+        error = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int
+                     THEN jsonb_build_object(
+                         'type', 'RunnerDied',
+                         'message', 'runner died ' || (j.crashes + 1) || ' times running this job')
+                     ELSE j.error END
+    FROM orphans AS o
+    -- Fenced like every write: a zombie that finished the job first wins, and then this skips it.
+    WHERE j.id = o.id AND j.status = 'running' AND j.runner_id = o.runner_id
+    RETURNING j.id, j.status, j.attempts, j.crashes, j.queue, o.runner_id,
+              coalesce(o.reason, 'runner not alive') AS reason
+), events AS (
+    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
+    SELECT id, 'running', status, attempts, runner_id,
+           CASE WHEN status = 'failed'
+                THEN 'runner died ' || crashes || ' times running this job (runner '
+                     || runner_id || ': ' || reason || ')'
+                ELSE 'runner ' || runner_id || ' declared dead: ' || reason END
+    FROM rescued
+), notified AS (
+    SELECT /* schema */notify_finished(array_agg(id)) AS n
+    FROM rescued WHERE status = 'failed' HAVING count(*) > 0
+), woken AS (
+    SELECT count(*) AS n FROM (
+        SELECT /* schema */wake(array_agg(DISTINCT queue))
+        FROM rescued WHERE status = 'queued' HAVING count(*) > 0
+    ) AS w
+)
+SELECT (SELECT coalesce(array_agg(id), '{}') FROM dead) AS dead_runners,
+       (SELECT count(*) FROM rescued WHERE status = 'queued') AS requeued,
+       (SELECT count(*) FROM rescued WHERE status = 'failed') AS failed,
+       coalesce((SELECT n FROM notified), 0) AS notified,
+       (SELECT n FROM woken) AS woken

@@ -1,0 +1,152 @@
+"""Tasks the worker tests run in real `pgqueue work` subprocesses.
+
+The App reads PGQUEUE_DSN and PGQUEUE_SCHEMA from the environment the tests give
+the worker. Tasks that record their executions write to "<schema>".executions, a
+table the tests create, so duplicate executions are visible in SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import psycopg
+
+import pgqueue
+
+app = pgqueue.App()
+
+
+def _record(note: str = "") -> None:
+    job = pgqueue.current_job()
+    assert job is not None
+    schema = app.settings.schema
+    with psycopg.connect(os.environ["PGQUEUE_DSN"], autocommit=True) as conn:
+        conn.execute(
+            f'INSERT INTO "{schema}".executions (job_id, attempt, runner_id, pid, note) '
+            "VALUES (%s, %s, %s, %s, %s)",
+            (job.id, job.attempt, job.runner_id, os.getpid(), note),
+        )
+
+
+@app.task(name="add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task(name="noop")
+def noop() -> None:
+    return None
+
+
+@app.task(name="echo")
+def echo(value: object) -> object:
+    return value
+
+
+@app.task(name="sleep")
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="async_sleep")
+async def async_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="recorded_sleep")
+def recorded_sleep(seconds: float) -> str:
+    """Records its start, sleeps, records its end: executions show who ran what, and how often."""
+    _record("start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    _record("end")
+    return f"slept {seconds}"
+
+
+@app.task(name="fail", max_attempts=3, retry_backoff=0.2)
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="flaky", max_attempts=5, retry_backoff=0.1)
+def flaky(failures: int) -> int:
+    """Fails its first `failures` attempts."""
+    job = pgqueue.current_job()
+    if job.attempt <= failures:
+        raise RuntimeError(f"attempt {job.attempt} fails")
+    return job.attempt
+
+
+@app.task(name="retry_later", max_attempts=3)
+def retry_later(delay: float) -> str:
+    if pgqueue.current_job().attempt == 1:
+        raise pgqueue.Retry(delay=delay)
+    return "second time lucky"
+
+
+@app.task(name="not_retryable", no_retry=(KeyError,), max_attempts=5)
+def not_retryable() -> None:
+    raise KeyError("missing")
+
+
+@app.task(name="give_up", max_attempts=5)
+def give_up() -> None:
+    raise pgqueue.NoRetry("this input can never work")
+
+
+@app.task(name="slow_sync", timeout=0.5, max_attempts=1)
+def slow_sync(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="slow_async", timeout=0.5, max_attempts=1)
+async def slow_async(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="bad_result")
+def bad_result() -> object:
+    return {1, 2, 3}
+
+
+@app.task(name="nul_result")
+def nul_result() -> str:
+    return "a\x00b"
+
+
+@app.task(name="cancellable", max_attempts=1)
+def cancellable(seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pgqueue.current_job().cancel_requested:
+            raise RuntimeError("stopping: cancellation requested")
+        time.sleep(0.02)
+    return "finished"
+
+
+@app.task(name="async_cancellable", max_attempts=1)
+async def async_cancellable(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="logs")
+def logs(message: str) -> None:
+    import logging
+
+    logging.getLogger("workerapp").warning("inside the task: %s", message)
+
+
+@app.task(name="kill_self", max_attempts=5)
+def kill_self() -> None:
+    """A poison pill: it kills the worker process running it."""
+    _record("killing")
+    os.kill(os.getpid(), signal.SIGKILL)
