@@ -193,6 +193,19 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
     ctx.exit(code)
 
 
+@command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Watch a worker get SIGKILLed mid-task and another one finish its jobs (about 20 s).
+
+    Uses its own schema, pgqueue_demo, in the database pgqueue would use.
+    """
+    from . import demo as demo_module
+
+    app = load_app(ctx, announce=False)
+    ctx.exit(demo_module.run(app.database.dsn, app.database_description))
+
+
 @cli.group(cls=_Group)
 def embedded() -> None:
     """Manage the embedded PostgreSQL server (used when no DSN is configured)."""

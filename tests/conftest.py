@@ -141,10 +141,9 @@ def app(make_app) -> pgqueue.App:
     return app
 
 
-@pytest.fixture
-def wapp(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
-    """The test's App with every task of tests/workerapp.py registered (same names and
-    options), and the executions table those tasks record into."""
+def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
+    """Register every task of tests/workerapp.py on ``app`` (same names and options) and
+    create the executions table those tasks record into."""
     import workerapp
 
     for name, task in workerapp.app.tasks.items():
@@ -157,6 +156,12 @@ def wapp(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
         "runner_id bigint, pid int, note text, at timestamptz DEFAULT clock_timestamp())"
     )
     return app
+
+
+@pytest.fixture
+def wapp(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
+    """The test's App with the worker tasks of tests/workerapp.py registered."""
+    return register_worker_tasks(app, admin)
 
 
 @pytest.fixture
