@@ -75,7 +75,7 @@ class App:
                 if self._database is None:
                     dsn, description = resolve_database(self.settings)
                     self._description = description
-                    logger.info("pgqueue database: %s, schema %r", description, self.settings.schema)
+                    logger.debug("pgqueue database: %s, schema %r", description, self.settings.schema)
                     self._database = db.Database(
                         dsn,
                         schema=self.settings.schema,

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import click
@@ -204,6 +205,182 @@ def demo(ctx: click.Context) -> None:
 
     app = load_app(ctx, announce=False)
     ctx.exit(demo_module.run(app.database.dsn, app.database_description))
+
+
+# ------------------------------------------------------------ inspection
+
+def _echo_json(data: Any) -> None:
+    from .display import to_json
+
+    click.echo(to_json(data))
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Queues (counts by state, lag, last minute) and runners (alive or not)."""
+    from . import admin
+    from .display import duration, table
+
+    app = load_app(ctx)
+    app.check_schema()
+    report = admin.status_report(app)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo("Queues")
+    click.echo(table(
+        [(q["queue"], q["queued"], q["scheduled"], q["running"], q["succeeded"], q["failed"],
+          q["cancelled"], q["oldest_queued_age"], q["succeeded_last_minute"], q["failed_last_minute"])
+         for q in report["queues"]],
+        ["queue", "queued", "scheduled", "running", "succeeded", "failed", "cancelled", "lag",
+         "done/min", "failed/min"], empty="(no jobs)"))
+    alive = [r for r in report["runners"] if r["alive"]]
+    click.echo(f"\nRunners: {len(alive)} alive, {len(report['runners']) - len(alive)} stopped or dead "
+               "(last hour)")
+    click.echo(table(
+        [(r["id"], r["host"], r["pid"], r["state"], "yes" if r["alive"] else "NO",
+          r["queues"] or "all", f"{r['running_jobs']}/{r['concurrency']}",
+          duration(r["heartbeat_age"].total_seconds()) + " ago", r["reason"])
+         for r in report["runners"]],
+        ["id", "host", "pid", "state", "alive", "queues", "running", "heartbeat", "reason"],
+        empty="(no runners)"))
+
+
+@command()
+@click.option("--queue", help="Only this queue.")
+@click.option("--status", "status_", metavar="STATUS",
+              help="Only this status: queued, running, succeeded, failed, cancelled.")
+@click.option("--task", help="Only this task name.")
+@click.option("--since", metavar="WHEN", help="Enqueued since: a duration ago (30m, 2h, 7d) or an ISO time.")
+@click.option("--limit", default=50, show_default=True, help="At most this many jobs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def jobs(ctx: click.Context, queue: str | None, status_: str | None, task: str | None,
+         since: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    from . import admin
+    from .display import table
+
+    app = load_app(ctx)
+    rows = admin.list_jobs(app, queue=queue, status=status_, task=task, since=since, limit=limit)
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(table(
+        [(r["id"], r["task"], r["queue"], r["status"], r["attempts"], r["priority"], r["enqueued_at"],
+          r["finished_at"]) for r in rows],
+        ["id", "task", "queue", "status", "attempts", "priority", "enqueued", "finished"],
+        empty="(no jobs match)"))
+
+
+@command("job")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def job_command(ctx: click.Context, job_id: int, as_json: bool) -> None:
+    """One job: its row, arguments, result or error (with traceback), and its timeline."""
+    from . import admin
+    from .display import compact_json, human, table
+
+    app = load_app(ctx)
+    detail = admin.job_detail(app, job_id)
+    if as_json:
+        _echo_json(detail)
+        return
+    timeline = detail.pop("timeline")
+    click.echo(f"Job {detail['id']}: {detail['task']} on queue {detail['queue']!r} - {detail['status']}")
+    for name in ("priority", "attempts", "failures", "crashes", "max_attempts", "key", "runner_id",
+                 "run_at", "enqueued_at", "started_at", "finished_at", "cancel_requested"):
+        click.echo(f"  {name:<17}{human(detail[name])}")
+    click.echo(f"  {'args':<17}{compact_json(detail['args'])}")
+    click.echo(f"  {'kwargs':<17}{compact_json(detail['kwargs'])}")
+    if detail["status"] == "succeeded":
+        click.echo(f"  {'result':<17}{compact_json(detail['result'])}")
+    error = detail["error"]
+    if error:
+        click.echo(f"  {'error':<17}{error.get('type')}: {error.get('message')}")
+        if error.get("traceback"):
+            click.echo("\n  " + error["traceback"].rstrip().replace("\n", "\n  "))
+    click.echo("\nTimeline")
+    click.echo(table(
+        [(e["at"], e["from_status"] or "", e["to_status"], e["attempt"],
+          _runner_label(e),
+          e["reason"]) for e in timeline],
+        ["at", "from", "to", "attempt", "runner", "reason"]))
+
+
+def _runner_label(event: dict[str, Any]) -> str:
+    if not event["runner_id"]:
+        return ""
+    if event["runner_host"] is None:
+        return str(event["runner_id"])
+    return f"{event['runner_id']} ({event['runner_host']}, pid {event['runner_pid']})"
+
+
+@command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job (filter with --task, --queue).")
+@click.option("--task", help="With --failed: only this task.")
+@click.option("--queue", help="With --failed: only this queue.")
+@click.pass_context
+def retry(ctx: click.Context, job_id: int | None, all_failed: bool, task: str | None, queue: str | None) -> None:
+    """Send a failed job (or every failed one) back to the queue, with a fresh attempt budget."""
+    from . import admin
+
+    if (job_id is None) == (not all_failed):
+        raise errors.ConfigurationError("give a job id, or --failed (optionally with --task / --queue), not both")
+    if job_id is not None and (task or queue):
+        raise errors.ConfigurationError("--task and --queue go with --failed, not with a job id")
+    app = load_app(ctx)
+    if job_id is not None:
+        admin.retry_job(app, job_id)
+        click.echo(f"job {job_id} is queued again")
+        return
+    count = admin.retry_failed(app, task=task, queue=queue,
+                               progress=lambda n: click.echo(f"  {n} retried...", err=True))
+    click.echo(f"{count} failed job{'s' if count != 1 else ''} queued again")
+
+
+@command()
+@click.argument("job_id", type=int)
+@click.pass_context
+def cancel(ctx: click.Context, job_id: int) -> None:
+    """Cancel a job: a queued one at once, a running one by asking it to stop."""
+    app = load_app(ctx)
+    status = app.job(job_id).cancel()
+    if status == "cancelled":
+        click.echo(f"job {job_id} is cancelled")
+    else:
+        click.echo(f"job {job_id} is running: cancellation requested (async tasks stop at once; "
+                   "sync tasks when they check pgqueue.current_job().cancel_requested)")
+
+
+@command()
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete jobs that finished longer ago than this (e.g. 7d, 12h).")
+@click.option("--batch", default=1000, show_default=True, help="Jobs deleted per transaction.")
+@click.pass_context
+def prune(ctx: click.Context, older_than: str, batch: int) -> None:
+    """Delete finished jobs (and their history) older than AGE, in small transactions."""
+    from . import admin
+
+    seconds = admin.parse_duration(older_than)
+    if batch < 1:
+        raise errors.ConfigurationError(f"--batch must be at least 1, not {batch}")
+    app = load_app(ctx)
+    last = [time.monotonic()]
+
+    def progress(total: int) -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            click.echo(f"  {total} jobs deleted so far...", err=True)
+
+    result = admin.prune(app, older_than=seconds, batch=batch, progress=progress)
+    click.echo(f"deleted {result.jobs} finished job{'s' if result.jobs != 1 else ''} older than "
+               f"{older_than} and their events, {result.runners} old runner row(s) and "
+               f"{result.waiters} stale waiter(s) in {result.seconds:.1f} s")
 
 
 @cli.group(cls=_Group)

@@ -98,7 +98,8 @@ def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -
     task = app.task(name="t")(lambda: None)
     jobs = app.enqueue_many(task, [()] * 50)
     dead = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 50,
-                                             "version": "test"}).fetchone()[0]
+                                             "version": "test",
+                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
     admin.execute(q.job_claim, {"runner_id": dead, "limit": 50, "queues": None, "can_wait": False})
     admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (dead,))
     barrier = threading.Barrier(6)
@@ -133,7 +134,8 @@ def test_the_reaper_gives_a_restarted_server_a_grace_period(app, admin) -> None:
     schema = app.settings.schema
     q = app.queries
     runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test"}).fetchone()[0]
+                                               "version": "test",
+                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
     admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = pg_postmaster_start_time() - interval '1 hour' "
                   "WHERE id = %s", (runner,))
     started = admin.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()[0]
@@ -195,7 +197,8 @@ def test_a_runner_that_cannot_heartbeat_loses_its_lease(app, admin) -> None:
 def test_a_runner_declared_dead_hears_it_from_its_heartbeat(app, admin, database_dsn) -> None:
     q = app.queries
     runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test"}).fetchone()[0]
+                                               "version": "test",
+                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
     lost: list[tuple[int, str]] = []
     heartbeat = Heartbeat(
         connection=ServiceConnection(database_dsn, "heartbeat", 2), queries=q, interval=0.5,

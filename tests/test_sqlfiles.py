@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # unreleased migration, update its hash here in the same commit.
 MIGRATION_SHA256 = {
     "0001": None,
+    "0002": None,
 }
 
 

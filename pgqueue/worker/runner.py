@@ -198,9 +198,11 @@ class Runner:
             self._listener.listening.wait(self.settings.connect_timeout)
         s = self.settings
         logger.info(
-            "runner %s started: pgqueue %s, pid %s, host %s, schema %r, queues %s, concurrency %s, "
-            "listen %s, poll every %s s, heartbeat every %s s, dead after %s s, shutdown timeout %s s",
-            self._runner_id, __version__, os.getpid(), socket.gethostname(), s.schema,
+            "runner %s started: pgqueue %s, pid %s, host %s, database %s, schema %r, queues %s, "
+            "concurrency %s, listen %s, poll every %s s, heartbeat every %s s, dead after %s s, "
+            "shutdown timeout %s s",
+            self._runner_id, __version__, os.getpid(), socket.gethostname(), self.app.database.display,
+            s.schema,
             ",".join(self.queues) if self.queues else "all", self.concurrency,
             "on" if s.listen else "off (poll only)", s.poll_interval, s.heartbeat_interval,
             s.runner_dead_after, s.shutdown_timeout,
@@ -212,6 +214,8 @@ class Runner:
             "host": socket.gethostname(), "pid": os.getpid(),
             "queues": list(self.queues) if self.queues else None,
             "concurrency": self.concurrency, "version": __version__,
+            "heartbeat_interval": self.settings.heartbeat_interval,
+            "dead_after": self.settings.runner_dead_after,
         }).fetchone()
         runner_id = int(row[0])
         with self._lock:

@@ -10,6 +10,8 @@ CREATE TABLE /* schema */runners (
     queues          text[],
     concurrency     integer NOT NULL CHECK (concurrency > 0),
     version         text NOT NULL,
+    heartbeat_interval float8 NOT NULL DEFAULT 2 CHECK (heartbeat_interval > 0),
+    dead_after      float8 NOT NULL DEFAULT 10 CHECK (dead_after > 0),
     state           text NOT NULL DEFAULT 'running'
                     CHECK (state IN ('running', 'stopped', 'dead')),
     waiting         boolean NOT NULL DEFAULT false,
@@ -26,6 +28,8 @@ COMMENT ON COLUMN /* schema */runners.queues IS 'Queues the runner serves; NULL 
 COMMENT ON COLUMN /* schema */runners.state IS 'running | stopped (clean exit) | dead (declared dead by the reaper or by itself after losing its lease)';
 COMMENT ON COLUMN /* schema */runners.waiting IS 'True while the runner has free slots and sleeps until notified; enqueues send NOTIFY only when some runner is waiting.';
 COMMENT ON COLUMN /* schema */runners.heartbeat_at IS 'Database time of the last heartbeat.';
+COMMENT ON COLUMN /* schema */runners.heartbeat_interval IS 'Seconds between this runner''s heartbeats (its setting).';
+COMMENT ON COLUMN /* schema */runners.dead_after IS 'Seconds of silence after which this runner counts as dead (its setting).';
 COMMENT ON COLUMN /* schema */runners.reason IS 'Why the runner stopped or was declared dead.';
 
 CREATE TABLE /* schema */jobs (

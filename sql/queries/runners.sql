@@ -2,8 +2,10 @@
 
 -- name: runner_register
 -- Registers a new runner; its id is new at every process start (and after a lost lease).
-INSERT INTO /* schema */runners (host, pid, queues, concurrency, version)
-VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s)
+INSERT INTO /* schema */runners (host, pid, queues, concurrency, version, heartbeat_interval,
+                                 dead_after)
+VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s,
+        %(heartbeat_interval)s, %(dead_after)s)
 RETURNING id
 
 -- name: runner_heartbeat
