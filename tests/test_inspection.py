@@ -29,8 +29,10 @@ def register(app: pgqueue.App, admin: psycopg.Connection, **extra: object) -> in
 
 
 def claim(app: pgqueue.App, admin: psycopg.Connection, runner: int, limit: int = 1) -> list[tuple]:
-    return admin.execute(app.queries.job_claim, {"runner_id": runner, "limit": limit, "queues": None,
+    """The claimed jobs' rows (id first); the statement's first columns are about the runner."""
+    rows = admin.execute(app.queries.job_claim, {"runner_id": runner, "limit": limit, "queues": None,
                                                  "can_wait": False}).fetchall()
+    return [row[3:] for row in rows if row[3] is not None]
 
 
 def finish(app: pgqueue.App, admin: psycopg.Connection, *outs: outcomes.Outcome) -> set[int]:
@@ -81,9 +83,20 @@ def test_every_transition_leaves_one_event(app, t, admin) -> None:
     assert transitions(admin, schema, handed.id)[-1] == ("running", "queued", 1)
     assert transitions(admin, schema, crashed.id)[-1] == ("running", "queued", 2)
 
+    # A retry of a job whose cancellation was requested meanwhile ends it as cancelled.
+    runner3 = register(app, admin)
+    doomed = t.enqueue()
+    assert [r[0] for r in claim(app, admin, runner3, limit=5)] == [crashed.id, handed.id, doomed.id]
+    assert doomed.cancel() == "running"
+    finish(app, admin, outcomes.Outcome(doomed.id, runner3, 1, "queued", error='{"type": "E"}', failed=True,
+                                        reason="retry in 1.0 s: E"))
+    assert doomed.status() == "cancelled"
+    assert events(admin, schema, doomed.id)[-1][4] == "cancelled (requested while running): retry in 1.0 s: E"
+
     # A write for an attempt that is no longer current changes nothing and writes no event.
     assert finish(app, admin, outcomes.Outcome(handed.id, runner2, 1, "succeeded", result="1")) == set()
-    assert transitions(admin, schema, handed.id)[-1] == ("running", "queued", 1)
+    assert transitions(admin, schema, handed.id)[-1] == ("queued", "running", 2)
+    assert (handed.info()["status"], handed.info()["runner_id"]) == ("running", runner3)
 
     # The history never disagrees with the rows: every job's last event is its status.
     mismatched = admin.execute(f"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -210,3 +211,61 @@ def test_a_runner_declared_dead_hears_it_from_its_heartbeat(app, admin, database
     reap(admin, q, dead_after=2.0, max_crashes=3, runner_id=runner, reason="test")
     assert heartbeat.run_once() is False
     assert lost == [(runner, "declared dead by the reaper")]
+
+
+def test_attempts_a_runner_does_not_know_are_handed_back(wapp, start_worker, admin) -> None:
+    """A claim whose reply never reached the runner leaves a job running under its id; the
+    heartbeat's view of the database reveals it and the runner hands it back."""
+    schema = wapp.settings.schema
+    worker = start_worker(*FAST, "--queues", "default")
+    runner = worker.runner_id()
+    job = wapp.tasks["add"].options(queue="elsewhere").enqueue(1, 2)
+    # Claimed in the worker's name by someone else: the worker never heard of it.
+    admin.execute(wapp.queries.job_claim, {"runner_id": runner, "limit": 1, "queues": ["elsewhere"],
+                                           "can_wait": False})
+    assert job.status() == "running"
+    wait_for(lambda: job.status() == "queued", timeout=20, message="the unknown attempt to be handed back")
+    last = events(admin, schema, job.id)[-1]
+    assert last[:4] == ("running", "queued", 1, runner)
+    assert last[4] == f"handed back: runner {runner} did not hold this attempt any more"
+    assert job.info()["crashes"] == 0 and job.info()["failures"] == 0
+
+
+def test_an_idle_wait_with_every_slot_busy_does_not_spin(wapp, start_worker) -> None:
+    worker = start_worker("--concurrency", "1")
+    worker.runner_id()
+    job = wapp.tasks["sleep"].enqueue(4)
+    wait_for(lambda: job.status() == "running", message="the job to start")
+
+    def cpu_seconds() -> float:
+        fields = open(f"/proc/{worker.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before, started = cpu_seconds(), time.monotonic()
+    wait_for(lambda: time.monotonic() - started >= 2.0, message="two seconds")
+    used = cpu_seconds() - before
+    assert used < 0.5, f"the worker used {used:.2f} s of CPU in 2 s while waiting on a busy slot"
+
+
+def test_stopping_while_the_database_is_down_ends_in_bounded_time(tmp_path, make_app, start_worker) -> None:
+    from conftest import register_worker_tasks
+    from pgqueue.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "stoppable")
+    dsn = server.ensure_running()
+    try:
+        app = make_app(dsn=dsn)
+        app.migrate()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            register_worker_tasks(app, conn)
+        worker = start_worker(*FAST, "--shutdown-timeout", "1", dsn=dsn)
+        worker.runner_id()
+        job = app.tasks["sleep"].enqueue(60)
+        wait_for(lambda: job.status() == "running", message="the job to start")
+        server.stop()
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(timeout=40)
+        assert code == 1, worker.log()
+        assert "could not mark runner" in worker.log()
+    finally:
+        server.stop()

@@ -4,14 +4,15 @@ Task threads hand it outcomes; it writes everything that has accumulated with on
 fenced statement (``job_finish``). A lone outcome is written at once; while a write is
 in flight the next ones gather, so under load batches grow by themselves, without
 any timer delaying a lone job. Writing on its own connection lets outcome writes and
-claims (the runner's main thread) proceed in parallel.
+claims (the runner's main thread) proceed in parallel. Each batch is sorted by job
+id, the order the reaper locks rows in, so the two never deadlock.
 
-Failure modes: when the database is unreachable, outcomes stay queued in memory and
-are written when it is back, with backoff in between. Fencing decides whether each
-still applies: a write that matches no row (the attempt was reclaimed meanwhile) is
-dropped and reported, never retried. If a batch is refused for another reason (say a
-result the database cannot store), outcomes are written one by one and the refused
-one is replaced by a failure that says why.
+Failure modes: while the database is unreachable (or a statement fails in a way a
+retry cures), outcomes stay queued in memory and are written later, with backoff in
+between. Fencing decides whether each still applies: a write that matches no row
+(the attempt was reclaimed meanwhile) is dropped and reported, never retried. Only
+when the database refuses an outcome's data (say, a result it cannot store) is that
+one outcome replaced by a failure that says why. The thread never dies.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import psycopg
 
 from .. import serialization, sqlfiles
 from . import outcomes
-from .connections import Backoff, OutageLog, ServiceConnection, is_connection_error
+from .connections import Backoff, OutageLog, ServiceConnection, is_connection_error, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Completer:
         self._on_written = on_written
         self._cond = threading.Condition()
         self._pending: list[outcomes.Outcome] = []
-        self._writing = 0
+        self._writing: list[outcomes.Outcome] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -63,13 +64,18 @@ class Completer:
     def put(self, outcome: outcomes.Outcome) -> None:
         with self._cond:
             self._pending.append(outcome)
-            self._cond.notify()
+            self._cond.notify_all()
 
     @property
     def backlog(self) -> int:
         """Outcomes not yet written (queued or in flight)."""
         with self._cond:
-            return len(self._pending) + self._writing
+            return len(self._pending) + len(self._writing)
+
+    def pending_keys(self) -> set[tuple[int, int]]:
+        """(job id, attempt) of every outcome not yet written."""
+        with self._cond:
+            return {(o.job_id, o.attempt) for o in (*self._pending, *self._writing)}
 
     def flush(self, timeout: float) -> bool:
         """Wait until every outcome handed in so far is written; False on timeout."""
@@ -85,84 +91,77 @@ class Completer:
             self._thread.join(timeout=5)
         self._conn.discard()
 
+    # -------------------------------------------------------------- the loop
+
     def _loop(self) -> None:
         backoff = Backoff()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._stopping)
-                if self._stopping and not self._pending:
-                    return
-                batch, self._pending = self._pending, []
-                self._writing = len(batch)
+                if self._stopping:
+                    return  # stop() flushed first; what is left could not be written
+                self._writing = sorted(self._pending, key=lambda o: o.job_id)
+                self._pending = []
+                batch = self._writing
             try:
-                written = self._write(batch)
-            except Exception as exc:
+                self._write_batch(batch)
+                self._outage.ok("completer")
+                backoff.reset()
+            except Exception as exc:  # never let the completer die: keep the outcomes, retry
                 self._conn.discard()
                 if is_connection_error(exc):
                     self._outage.failed("completer", exc)
-                    self._requeue(batch)
-                    if self._wait_or_stop(backoff.next()):
-                        return
-                    continue
-                logger.exception("writing %d outcome(s) failed; writing them one by one", len(batch))
-                self._write_one_by_one(batch)
-                continue
-            self._outage.ok("completer")
-            backoff.reset()
-            self._done(batch, written)
+                elif not is_transient(exc):
+                    logger.exception("writing %d outcome(s) failed; retrying", len(batch))
+                with self._cond:
+                    self._pending[:0] = self._writing
+                    self._writing = []
+                    self._cond.notify_all()
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, backoff.next())
+
+    def _write_batch(self, batch: list[outcomes.Outcome]) -> None:
+        try:
+            written = self._write(batch)
+        except psycopg.DataError:
+            self._conn.discard()
+            self._write_one_by_one(batch)
+            return
+        self._done(batch, written)
 
     def _write(self, batch: list[outcomes.Outcome]) -> set[int]:
         rows = self._conn.get().execute(self._queries.job_finish, finish_params(batch)).fetchall()
         return {row[0] for row in rows}
 
-    def _done(self, batch: list[outcomes.Outcome], written: set[int], *, last: bool = True) -> None:
+    def _done(self, batch: list[outcomes.Outcome], written: set[int]) -> None:
         try:
             self._on_written(batch, written)
-        finally:
-            if last:
-                with self._cond:
-                    self._writing = 0
-                    self._cond.notify_all()
-
-    def _requeue(self, batch: list[outcomes.Outcome]) -> None:
+        except Exception:
+            logger.exception("reporting written outcomes failed")
         with self._cond:
-            self._pending[:0] = batch
-            self._writing = 0
+            done = {id(o) for o in batch}
+            self._writing = [o for o in self._writing if id(o) not in done]
             self._cond.notify_all()
 
-    def _wait_or_stop(self, delay: float) -> bool:
-        """Sleep before retrying; True when stopping gave up on the database."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._stopping, delay)
-            return self._stopping and self._outage.in_outage
-
     def _write_one_by_one(self, batch: list[outcomes.Outcome]) -> None:
-        for index, outcome in enumerate(batch):
-            last = index == len(batch) - 1
+        """A batch the database refused for its data: find the outcome at fault and replace
+        it by a failure that says why; write the others as they are. Connection errors
+        propagate (the caller keeps what is left and retries)."""
+        for outcome in batch:
             try:
                 written = self._write([outcome])
-            except psycopg.OperationalError as exc:
-                self._conn.discard()
-                self._outage.failed("completer", exc)
-                with self._cond:
-                    self._pending.append(outcome)
-                if last:
-                    self._done([], set())
-                continue
-            except psycopg.Error as exc:
+            except psycopg.DataError as exc:
                 self._conn.discard()
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 error = {"type": "OutcomeNotStored",
                          "message": f"the database refused this attempt's outcome: {reason}",
                          "traceback": ""}
-                outcome = outcomes.Outcome(
+                replacement = outcomes.Outcome(
                     outcome.job_id, outcome.runner_id, outcome.attempt, "failed",
                     error=serialization.dumps(error), failed=True,
                     reason=f"failed: its outcome could not be stored: {reason}")
-                try:
-                    written = self._write([outcome])
-                except Exception:
-                    logger.exception("could not store even a failure for job %s; it stays running "
-                                     "until its runner stops or dies", outcome.job_id)
-                    written = set()
-            self._done([outcome], written, last=last)
+                written = self._write([replacement])
+                with self._cond:
+                    self._writing = [replacement if o is outcome else o for o in self._writing]
+                outcome = replacement
+            self._done([outcome], written)

@@ -75,23 +75,30 @@ class ServiceConnection:
     ``generic_plans``: the connection runs only pgqueue's few hot statements, whose plans
     do not depend on parameter values; planning them anew at each execution would cost
     more than running them.
+
+    ``io_timeout`` bounds how long a statement may take, on the server (statement_timeout)
+    and on the wire (tcp_user_timeout: unacknowledged data, for a server or host that
+    vanished mid-statement; keepalives only cover idle connections).
     """
 
     def __init__(self, dsn: str, role: str, connect_timeout: float, *,
-                 generic_plans: bool = False) -> None:
+                 generic_plans: bool = False, io_timeout: float | None = None) -> None:
         self.dsn = dsn
         self.role = role
         self.connect_timeout = connect_timeout
         self.generic_plans = generic_plans
+        self.io_timeout = io_timeout
         self._conn: psycopg.Connection | None = None
 
     def get(self) -> psycopg.Connection:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             self.discard()
-            extra = {}
+            extra: dict[str, object] = {}
             if not os.environ.get("PGAPPNAME"):
                 extra["application_name"] = f"pgqueue {self.role}"
+            if self.io_timeout:
+                extra["tcp_user_timeout"] = max(int(self.io_timeout * 1000), 1000)
             conn = db.connect(
                 self.dsn, connect_timeout=self.connect_timeout,
                 keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
@@ -100,6 +107,9 @@ class ServiceConnection:
             db.configure_session(conn)
             if self.generic_plans:
                 conn.execute("SET plan_cache_mode = force_generic_plan")
+            if self.io_timeout:
+                conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                             [str(max(int(self.io_timeout * 1000), 1000))])
             self._conn = conn
         return conn
 
@@ -110,12 +120,25 @@ class ServiceConnection:
                 conn.close()
 
 
+# deadlock_detected, serialization_failure, lock_not_available, query_canceled (our own
+# statement_timeout): the statement failed, nothing was written; trying again is right.
+_TRANSIENT_STATES = {"40P01", "40001", "55P03", "57014"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A statement error that a retry can cure (not the database being unreachable)."""
+    return getattr(exc, "sqlstate", None) in _TRANSIENT_STATES
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Errors that mean "the database is not reachable right now", worth retrying."""
     from .. import errors
 
+    if is_transient(exc):
+        return False
     if isinstance(exc, (psycopg.OperationalError, errors.DatabaseUnavailable)):
         return True
     state = getattr(exc, "sqlstate", None)
-    # admin_shutdown, crash_shutdown, cannot_connect_now, connection errors
-    return bool(state) and (state.startswith("08") or state in ("57P01", "57P02", "57P03"))
+    # admin_shutdown, crash_shutdown, cannot_connect_now, connection errors, read-only
+    # (a primary demoted during failover)
+    return bool(state) and (state.startswith("08") or state in ("57P01", "57P02", "57P03", "25006"))

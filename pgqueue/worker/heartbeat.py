@@ -13,7 +13,10 @@ States and invariants:
   monotonic clock from the moment the last successful beat was *sent* (so the local
   deadline falls before the database's): the lease is gone even if nobody has reaped
   the runner yet (cut off from the database, or the process was paused).
-* The beat also returns the runner's running jobs whose cancellation was requested.
+* The beat also returns the attempts the database assigns to the runner (so the runner
+  can hand back one it does not know) and those whose cancellation was requested.
+* The loop never dies: an error in a beat or in a callback is logged and the next beat
+  comes on time.
 
 Not handled here: registering again (the runner does that) and reaping others
 (``reaper.py``).
@@ -27,7 +30,7 @@ import time
 from typing import Callable
 
 from .. import sqlfiles
-from .connections import OutageLog, ServiceConnection, is_connection_error
+from .connections import OutageLog, ServiceConnection, is_connection_error, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +39,16 @@ class Heartbeat:
     def __init__(self, *, connection: ServiceConnection, queries: sqlfiles.Queries, interval: float,
                  dead_after: float, outage: OutageLog,
                  on_lease_lost: Callable[[int, str], None],
-                 on_cancel_requested: Callable[[list[int]], None]) -> None:
-        self._conn = connection
+                 on_cancel_requested: Callable[[list[int]], None],
+                 on_running: Callable[[int, list[tuple[int, int]]], None] | None = None) -> None:
+        self.connection = self._conn = connection
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
         self._outage = outage
         self._on_lease_lost = on_lease_lost
         self._on_cancel_requested = on_cancel_requested
+        self._on_running = on_running
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -72,8 +77,12 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self.interval)
+            started = time.monotonic()
+            try:
+                self.run_once()
+            except Exception:  # never let the heartbeat thread die
+                logger.exception("heartbeat failed")
+            self._stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
 
     def run_once(self) -> bool:
         """One beat; False when the lease is (now known to be) lost."""
@@ -90,10 +99,11 @@ class Heartbeat:
             row = self._conn.get().execute(self._queries.runner_heartbeat,
                                            {"runner_id": runner_id}).fetchone()
         except Exception as exc:
-            if not is_connection_error(exc):
-                logger.exception("heartbeat of runner %s failed", runner_id)
-            self._outage.failed("heartbeat", exc)
             self._conn.discard()
+            if is_connection_error(exc):
+                self._outage.failed("heartbeat", exc)
+            elif not is_transient(exc):
+                logger.exception("heartbeat of runner %s failed", runner_id)
             return True
         self._outage.ok("heartbeat")
         if row is None:
@@ -102,8 +112,11 @@ class Heartbeat:
         with self._lock:
             if self._runner_id == runner_id:
                 self._last_ok = sent
-        if row[0]:
-            self._on_cancel_requested(list(row[0]))
+        cancel_requested, running_ids, running_attempts = row
+        if cancel_requested:
+            self._on_cancel_requested(list(cancel_requested))
+        if self._on_running is not None:
+            self._on_running(runner_id, list(zip(running_ids, running_attempts)))
         return True
 
     def _lost(self, runner_id: int, reason: str) -> None:

@@ -47,7 +47,6 @@ class Listener:
 
     def _loop(self) -> None:
         backoff = Backoff()
-        reconnecting = False
         while not self._stop.is_set():
             try:
                 conn = self._conn.get()
@@ -55,9 +54,7 @@ class Listener:
                 self.listening.set()
                 self._outage.ok("listener")
                 backoff.reset()
-                if reconnecting:
-                    self._on_work()  # work may have arrived while we were not listening
-                reconnecting = True
+                self._on_work()  # work may have arrived while we were not listening
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=0.5):
                         logger.debug("notification: work in queue %r", note.payload)

@@ -1,37 +1,38 @@
-"""The runner: one worker process's claim loop, executor, and lifecycle.
+"""The runner: one worker process's claim loop and lifecycle.
 
 Threads of a runner, each with its own connection where it has one:
 
 * main thread: the claim loop. It claims as many jobs as there are free slots, in one
   statement (``job_claim``), and sleeps on an event set by the listener (new work), by
-  task threads (a slot freed), by the heartbeat (lease lost) and by signals; at the
-  latest it wakes every ``poll_interval``;
+  slots (an attempt ended), by the heartbeat (lease lost) and by the signal thread; at
+  the latest it wakes every ``poll_interval``;
 * completer (``completer.py``): writes outcomes in batches, in parallel with claims;
 * listener (``listener.py``), heartbeat (``heartbeat.py``), reaper (``reaper.py``);
-* task threads (an elastic pool) and one asyncio loop thread (``executor.py``).
+* task threads and one asyncio thread (``slots.py``, ``executor.py``);
+* a signal thread: signal handlers only write a byte to a pipe (they run on the main
+  thread between bytecodes and must not take locks it may hold); this thread reads it.
 
 Invariants:
 
-* A slot is held from claim until the attempt settles: it returns, raises, times out
-  or is abandoned. A job settles once; what settles second is ignored.
 * Every outcome is written fenced by (runner id, attempt): a write that matches no row
   is dropped and logged, never retried as if new.
 * Claims stop when a stop is requested or the lease is lost. After losing its lease,
   the runner abandons the outcomes of attempts still running, lets the completer write
-  the outcomes it already has (fenced), retires its old row (its running jobs go back to the queue as
-  crashes) and registers again under a new id.
+  the outcomes it already has (fenced), retires its old row (its running jobs go back
+  to the queue as crashes) and registers again under a new id.
+* The database and the runner agree on what the runner runs: the heartbeat returns the
+  attempts the database assigns to this runner, and one the runner does not know for
+  two beats in a row (a claim whose reply was lost) is handed back.
 * After a clean stop nothing is left running: unfinished jobs are handed back to
   ``queued`` in the same statement that marks the runner stopped.
 
 Failure modes: database errors never kill the loop. Outcomes wait in memory and are
 written when the server is back (fencing decides whether they still apply); one line
-is logged per outage. A sync task that outlives its timeout keeps its thread (Python
-cannot stop threads) but gives its slot back; its eventual result is discarded.
+is logged per outage. A runner started while the database is down waits for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import os
@@ -39,20 +40,18 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import errors, migrations
-from ..context import JobContext, reset_current, set_current
-from ..tasks import Task
 from ..version import __version__
 from . import outcomes
 from .completer import Completer
 from .connections import Backoff, OutageLog, ServiceConnection, is_connection_error
-from .executor import AsyncLoop, ElasticThreadPool
 from .heartbeat import Heartbeat
 from .listener import Listener
 from .reaper import Reaper, reap
+from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app import App
@@ -61,18 +60,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_HAND_BACK_FAILED = 1
-
-
-@dataclass(eq=False)
-class Running:
-    job: outcomes.Claimed
-    task: Task[..., Any] | None
-    context: JobContext
-    started: float
-    deadline: float | None
-    future: Any = None  # concurrent.futures.Future of an async task
-    settled: bool = False
-    abandoned: bool = False
+# A claim that passed over jobs other claims held tries again after this, doubling.
+_RETRY_SKIPPED_FIRST = 0.005
 
 
 @dataclass
@@ -84,8 +73,7 @@ class Stats:
     failed: int = 0
     cancelled: int = 0
     fenced_out: int = 0
-    timed_out: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    released: int = 0
 
 
 class Runner:
@@ -99,44 +87,46 @@ class Runner:
         self._install_signals = install_signals
         self._queries = app.queries
         dsn = app.database.dsn
-        timeout = settings.connect_timeout
         self._outage = OutageLog()
-        self._conn = ServiceConnection(dsn, "runner", timeout, generic_plans=True)
+
+        def connection(role: str, *, generic_plans: bool = False) -> ServiceConnection:
+            return ServiceConnection(dsn, role, settings.connect_timeout, generic_plans=generic_plans,
+                                     io_timeout=settings.runner_dead_after / 2)
+
+        self._conn = connection("runner", generic_plans=True)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._active: dict[int, Running] = {}
         self._runner_id: int | None = None
         self._lost: tuple[int, str] | None = None
         self._notified = True  # claim once at start
         self._backlog = False
         self._next_poll = 0.0
         self._retry_at = 0.0
+        self._skipped_delay = _RETRY_SKIPPED_FIRST
         self._backoff = Backoff()
         self._stop_requested = False
         self._hand_back_now = False
         self._drain_deadline: float | None = None
-        self._stray_threads = 0
         self._retries_due: list[float] = []  # when this runner's retries become claimable
+        self._unknown: dict[tuple[int, int], int] = {}  # attempts the database says we run
         self.stats = Stats()
         self.started = threading.Event()
-        self._completer = Completer(
-            connection=ServiceConnection(dsn, "completer", timeout, generic_plans=True),
-            queries=self._queries, outage=self._outage, on_written=self._account,
-        )
-        self._pool = ElasticThreadPool()
-        self._loop = AsyncLoop()
+        self._completer = Completer(connection=connection("completer", generic_plans=True),
+                                    queries=self._queries, outage=self._outage, on_written=self._account)
+        self.slots = Slots(app, concurrency=self.concurrency, on_outcome=self._completer.put,
+                           on_change=self._wake.set)
         self._listener = Listener(
-            connection=ServiceConnection(dsn, "listener", timeout), schema=settings.schema,
-            queues=self.queues, outage=self._outage, on_work=self.notify_work,
+            connection=connection("listener"), schema=settings.schema, queues=self.queues,
+            outage=self._outage, on_work=self.notify_work,
         ) if settings.listen else None
         self._heartbeat = Heartbeat(
-            connection=ServiceConnection(dsn, "heartbeat", timeout), queries=self._queries,
+            connection=connection("heartbeat"), queries=self._queries,
             interval=settings.heartbeat_interval, dead_after=settings.runner_dead_after,
             outage=self._outage, on_lease_lost=self._lease_lost,
-            on_cancel_requested=self._cancel_requested,
+            on_cancel_requested=self.slots.request_cancel, on_running=self._reconcile,
         )
         self._reaper = Reaper(
-            connection=ServiceConnection(dsn, "reaper", timeout), queries=self._queries,
+            connection=connection("reaper"), queries=self._queries,
             interval=max(settings.heartbeat_interval / 2, 0.25), dead_after=settings.runner_dead_after,
             max_crashes=settings.max_crashes, outage=self._outage,
         )
@@ -149,7 +139,8 @@ class Runner:
 
     def notify_work(self) -> None:
         """New work may be claimable (a notification, or the listener reconnected)."""
-        self._notified = True
+        with self._lock:
+            self._notified = True
         self._wake.set()
 
     def request_stop(self, *, hand_back_now: bool = False) -> None:
@@ -164,30 +155,49 @@ class Runner:
         """The claim loop; returns when stopped (exit code 0 after a clean stop)."""
         if self._install_signals:
             self._install_signal_handlers()
-        self._start()
+        code = EXIT_OK
         try:
+            if not self._start():
+                return EXIT_OK  # stopped while waiting for the database
             while True:
                 self._wake.clear()
                 if self._stop_requested and self._drain_deadline is None:
                     self._begin_drain()
                 if self._lost is not None:
                     self._recover_lease()
-                self._expire_timeouts()
+                self.slots.expire()
                 if time.monotonic() >= self._retry_at:
                     self._claim()
                 if self._stop_requested and self._drained():
                     break
                 self._wake.wait(self._sleep_time())
         finally:
-            code = self._shutdown()
+            if self._runner_id is not None or self._lost is not None:
+                code = self._shutdown()
         return code
 
     # --------------------------------------------------------------- startup
 
-    def _start(self) -> None:
-        with self.app.database.connection() as conn:
-            migrations.check_revision(conn, self.settings.schema)
-        self._register_with_retry()
+    def _start(self) -> bool:
+        """Check the schema, register, start the services; False if stopped meanwhile."""
+        backoff = Backoff(maximum=10.0)
+        while True:
+            try:
+                with self.app.database.connection() as conn:
+                    migrations.check_revision(conn, self.settings.schema)
+                self._register()
+                break
+            except errors.SchemaNotMigrated:
+                raise
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._outage.failed("runner", exc)
+                self._conn.discard()
+                if self._stop_requested:
+                    return False
+                self._wake.wait(backoff.next())
+        self._outage.ok("runner")
         self._completer.start()
         self._heartbeat.start()
         self._reaper.start()
@@ -202,12 +212,12 @@ class Runner:
             "concurrency %s, listen %s, poll every %s s, heartbeat every %s s, dead after %s s, "
             "shutdown timeout %s s",
             self._runner_id, __version__, os.getpid(), socket.gethostname(), self.app.database.display,
-            s.schema,
-            ",".join(self.queues) if self.queues else "all", self.concurrency,
+            s.schema, ",".join(self.queues) if self.queues else "all", self.concurrency,
             "on" if s.listen else "off (poll only)", s.poll_interval, s.heartbeat_interval,
             s.runner_dead_after, s.shutdown_timeout,
         )
         self.started.set()
+        return True
 
     def _register(self) -> int:
         row = self._conn.get().execute(self._queries.runner_register, {
@@ -221,62 +231,61 @@ class Runner:
         with self._lock:
             self._runner_id = runner_id
             self._notified = True
+            self._unknown.clear()
         self._heartbeat.follow(runner_id)
         return runner_id
 
-    def _register_with_retry(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                self._register()
-                self._outage.ok("runner")
-                return
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                self._outage.failed("runner", exc)
-                self._conn.discard()
-                if self._stop_requested:
-                    raise
-                time.sleep(backoff.next())
-
     def _install_signal_handlers(self) -> None:
-        def handle(signum: int, _frame: Any) -> None:
-            name = signal.Signals(signum).name
-            if self._stop_requested:
-                logger.warning("received %s again: handing running jobs back now", name)
-                self.request_stop(hand_back_now=True)
-            else:
-                logger.warning("received %s: no new jobs; letting %d running job(s) finish for up to "
-                               "%s s (send it again to hand them back now)",
-                               name, len(self._active), self.settings.shutdown_timeout)
-                self.request_stop()
+        # Handlers run on the main thread between bytecodes, possibly while it holds one of
+        # our locks: they only write to a pipe; a thread does the rest.
+        read_fd, write_fd = os.pipe()
 
+        def handle(signum: int, _frame: Any) -> None:
+            try:
+                os.write(write_fd, bytes([signum]))
+            except OSError:
+                pass
+
+        def relay() -> None:
+            while True:
+                data = os.read(read_fd, 16)
+                for signum in data:
+                    name = signal.Signals(signum).name
+                    if self._stop_requested:
+                        logger.warning("received %s again: handing running jobs back now", name)
+                        self.request_stop(hand_back_now=True)
+                    else:
+                        logger.warning("received %s: no new jobs; letting %d running job(s) finish "
+                                       "for up to %s s (send it again to hand them back now)", name,
+                                       self.slots.busy(), self.settings.shutdown_timeout)
+                        self.request_stop()
+
+        threading.Thread(target=relay, name="pgqueue-signals", daemon=True).start()
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
     # ------------------------------------------------------------- the loop
 
-    def _free_slots(self) -> int:
-        held = sum(1 for r in self._active.values() if not r.settled)
-        return max(self.concurrency - held, 0)
-
     def _claiming(self) -> bool:
         return self._runner_id is not None and not self._stop_requested and self._lost is None
 
     def _sleep_time(self) -> float:
+        """Until the next thing to do; only moments the loop will act on count."""
         now = time.monotonic()
-        wake_at = [self._next_poll, now + 1.0]
-        with self._lock:
-            if self._retries_due:
-                wake_at.append(self._retries_due[0])
+        wake_at = [now + 1.0]
         if self._retry_at > now:
             wake_at.append(self._retry_at)
-        if self._drain_deadline is not None:
+        if self._drain_deadline is not None and self._drain_deadline > now:
             wake_at.append(self._drain_deadline)
-        with self._lock:
-            wake_at.extend(r.deadline for r in self._active.values() if r.deadline is not None)
-        return max(min(wake_at) - now, 0.0)
+        deadline = self.slots.next_deadline()
+        if deadline is not None:
+            wake_at.append(deadline)
+        if self._claiming() and self.slots.free() > 0:
+            wake_at.append(self._next_poll)
+            with self._lock:
+                if self._retries_due:
+                    wake_at.append(self._retries_due[0])
+        return min(max(min(wake_at) - now, 0.001), 1.0)
 
     def _claim(self) -> None:
         """Claim into the free slots when work may be there: one statement."""
@@ -286,9 +295,11 @@ class Runner:
                 heapq.heappop(self._retries_due)
                 self._notified = True  # a retry written by this runner is due: no NOTIFY comes
             notified, self._notified = self._notified, False
-            free = self._free_slots()
             runner_id = self._runner_id
+        free = self.slots.free()
         if not (self._claiming() and free > 0):
+            with self._lock:
+                self._notified = self._notified or notified
             return
         # After a full claim more work is likely: claim as slots free. After a short one the
         # queue was empty and this runner is marked waiting: a NOTIFY (or the poll) brings more.
@@ -299,7 +310,8 @@ class Runner:
         try:
             rows = self._conn.get().execute(self._queries.job_claim, params).fetchall()
         except Exception as exc:
-            self._notified = self._notified or notified
+            with self._lock:
+                self._notified = self._notified or notified
             self._conn.discard()
             if is_connection_error(exc):
                 self._outage.failed("runner", exc)
@@ -311,16 +323,37 @@ class Runner:
         self._backoff.reset()
         self.stats.claims += 1
         self._next_poll = now + self.settings.poll_interval
-        self._backlog = len(rows) == free
-        for row in rows:
-            self._start_job(row, runner_id)
+        alive, more, became_waiting = rows[0][0], rows[0][1], rows[0][2]
+        if not alive:
+            self._lease_lost(runner_id, "declared dead (seen by a claim)")
+            return
+        jobs = [row[3:] for row in rows if row[3] is not None]
+        for job_id, task, args, kwargs, queue, attempt, failures, max_attempts, cancel in jobs:
+            self.stats.claimed += 1
+            self.slots.start(outcomes.Claimed(job_id, task, args, kwargs, queue, attempt, failures,
+                                              max_attempts, cancel, runner_id),
+                             current_runner=lambda: self._runner_id)
+        self._backlog = len(jobs) == free
+        if more and len(jobs) < free:
+            # Other claims held runnable jobs at that instant: look again very soon.
+            self._retry_at = time.monotonic() + self._skipped_delay
+            self._skipped_delay = min(self._skipped_delay * 2, self.settings.poll_interval)
+            with self._lock:
+                self._notified = True
+        else:
+            self._skipped_delay = _RETRY_SKIPPED_FIRST
+            if became_waiting:
+                # A job committed between this claim's snapshot and its flag write sent no
+                # NOTIFY (nobody was waiting): one more look, now that the flag is set.
+                with self._lock:
+                    self._notified = True
 
-    def _account(self, written_batch: list[outcomes.Outcome], written: set[int]) -> None:
+    def _account(self, batch: list[outcomes.Outcome], written: set[int]) -> None:
         """From the completer: which outcomes were written, which were fenced out."""
         stats = self.stats
         now = time.monotonic()
         with self._lock:
-            for outcome in written_batch:
+            for outcome in batch:
                 if outcome.job_id not in written:
                     stats.fenced_out += 1
                     logger.warning("outcome %r of job %s attempt %s not written: the attempt was "
@@ -336,148 +369,54 @@ class Runner:
                     stats.failed += 1
                 else:
                     stats.cancelled += 1
-        if self._retries_due:
-            self._wake.set()
-
-    # ----------------------------------------------------------- executing
-
-    def _start_job(self, row: tuple[Any, ...], runner_id: int | None) -> None:
-        job_id, task_name, args, kwargs, queue, attempt, failures, max_attempts, cancel = row
-        assert runner_id is not None
-        job = outcomes.Claimed(job_id, task_name, args, kwargs, queue, attempt, failures,
-                               max_attempts, cancel, runner_id)
-        task = self.app.tasks.get(task_name)
-        context = JobContext(job_id, task_name, attempt, queue, runner_id, cancel)
-        timeout = task.config.timeout if task is not None else None
-        now = time.monotonic()
-        running = Running(job, task, context, now, now + timeout if timeout else None)
-        self.stats.claimed += 1
-        with self._lock:
-            self._active[job_id] = running
-        if task is None:
-            known = ", ".join(sorted(self.app.tasks)) or "none"
-            exc = errors.UnknownTask(f"task {task_name!r} is not registered in this worker's app "
-                                     f"(known: {known}); deploy it, or fix the job's task name")
-            self._settle(running, self._failure(running, exc))
-            return
-        if task.is_async:
-            running.future = self._loop.submit(lambda: self._run_async(running))
-        else:
-            self._pool.submit(lambda: self._run_sync(running))
-
-    def _run_sync(self, running: Running) -> None:
-        job = running.job
-        token = set_current(running.context)
-        try:
-            value = running.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
-        except BaseException as exc:
-            outcome = self._failure(running, exc)
-        else:
-            outcome = outcomes.succeeded(job, value)
-        finally:
-            reset_current(token)
-        self._settle(running, outcome)
-
-    async def _run_async(self, running: Running) -> None:
-        job = running.job
-        token = set_current(running.context)
-        try:
-            value = await running.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
-        except asyncio.CancelledError as exc:
-            if running.context.cancel_requested:
-                outcome = outcomes.cancelled(job, "cancelled while running (async task cancelled)")
-            else:
-                outcome = self._failure(running, exc)  # cancelled by a timeout or shutdown: settled already
-        except BaseException as exc:
-            outcome = self._failure(running, exc)
-        else:
-            outcome = outcomes.succeeded(job, value)
-        finally:
-            reset_current(token)
-        self._settle(running, outcome)
-
-    def _failure(self, running: Running, exc: BaseException) -> outcomes.Outcome:
-        task = running.task
-        outcome = outcomes.failed(
-            running.job, exc,
-            no_retry=task.config.no_retry if task is not None else (),
-            retry_backoff=task.retry_backoff() if task is not None else self.settings.retry_backoff,
-            retry_backoff_max=self.settings.retry_backoff_max,
-            cancel_requested=running.context.cancel_requested,
-        )
-        log = logger.warning if outcome.status == "queued" else logger.error
-        log("job %s: %s", running.job.id, outcome.reason, extra=self._log_extra(running))
-        return outcome
-
-    @staticmethod
-    def _log_extra(running: Running) -> dict[str, Any]:
-        return {"job_id": running.job.id, "job_task": running.job.task, "job_attempt": running.job.attempt}
-
-    def _settle(self, running: Running, outcome: outcomes.Outcome | None) -> bool:
-        """Record how an attempt ended; only the first call for an attempt counts."""
-        with self._lock:
-            if running.settled:
-                return False
-            running.settled = True
-            self._active.pop(running.job.id, None)
-            abandoned = running.abandoned
-        if outcome is not None and not abandoned:
-            self._completer.put(outcome)
         self._wake.set()
-        return True
 
-    def _expire_timeouts(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            expired = [r for r in self._active.values()
-                       if r.deadline is not None and r.deadline <= now and not r.settled]
-        for running in expired:
-            timeout = running.task.config.timeout  # type: ignore[union-attr]
-            exc = TimeoutError(f"task {running.job.task!r} timed out after {timeout:g} s")
-            if self._settle(running, self._failure(running, exc)):
-                self.stats.timed_out += 1
-                if running.future is not None:
-                    running.future.cancel()  # async: cancelled for real
-                else:
-                    self._stray_threads += 1
-                    logger.warning("job %s timed out: its slot is given back, but its thread keeps "
-                                   "running until the task returns (its result will be discarded)",
-                                   running.job.id, extra=self._log_extra(running))
+    # --------------------------------------------------------- reconciling
 
-    def _cancel_requested(self, job_ids: list[int]) -> None:
-        """From the heartbeat: job.cancel() was called for these running jobs."""
+    def _reconcile(self, runner_id: int, running: list[tuple[int, int]]) -> None:
+        """From the heartbeat: the attempts the database says this runner runs. One it does
+        not know for two beats in a row (a claim whose reply was lost) is handed back."""
+        known = self.slots.keys() | self._completer.pending_keys()
         with self._lock:
-            targets = [self._active[j] for j in job_ids if j in self._active]
-        for running in targets:
-            if running.context.cancel_requested:
-                continue
-            running.context._cancel = True
-            logger.info("cancellation requested for job %s", running.job.id,
-                        extra=self._log_extra(running))
-            if running.future is not None:
-                running.future.cancel()
+            if runner_id != self._runner_id:
+                return
+            unknown = {key: self._unknown.get(key, 0) + 1 for key in running if key not in known}
+            self._unknown = unknown
+            stale = [key for key, beats in unknown.items() if beats >= 2]
+        if not stale:
+            return
+        try:
+            rows = self._heartbeat.connection.get().execute(self._queries.job_release, {
+                "runner_id": runner_id, "ids": [k[0] for k in stale], "attempts": [k[1] for k in stale],
+            }).fetchall()
+        except Exception as exc:
+            self._heartbeat.connection.discard()
+            logger.warning("could not hand back %d attempt(s) this runner no longer holds: %s",
+                           len(stale), exc)
+            return
+        self.stats.released += len(rows)
+        if rows:
+            logger.warning("handed back job(s) %s: the database assigned them to runner %s, which "
+                           "was not running them (a claim's reply was lost)",
+                           ", ".join(str(r[0]) for r in rows), runner_id)
 
     # ---------------------------------------------------------------- lease
 
-    def _lease_lost(self, runner_id: int, reason: str) -> None:
-        """From the heartbeat thread: the runner may no longer write as ``runner_id``."""
+    def _lease_lost(self, runner_id: int | None, reason: str) -> None:
+        """The runner may no longer write as ``runner_id`` (from the heartbeat or a claim)."""
         with self._lock:
-            if self._runner_id != runner_id:
+            if runner_id is None or self._runner_id != runner_id:
                 return
             self._lost = (runner_id, reason)
             self._runner_id = None
-            abandoned = [r for r in self._active.values() if r.job.runner_id == runner_id]
-            for running in abandoned:
-                running.abandoned = True
-        for running in abandoned:
-            if running.future is not None:
-                running.future.cancel()
+        self._heartbeat.forget()
+        abandoned = self.slots.abandon(runner_id)
         logger.error("runner %s lost its lease (%s): stopped claiming; abandoning %d running attempt(s)",
-                     runner_id, reason, len(abandoned))
+                     runner_id, reason, abandoned)
         self._wake.set()
 
     def _recover_lease(self) -> None:
-        """Flush what finished, retire the old runner row, register again."""
+        """Let the completer write what finished, retire the old runner row, register again."""
         assert self._lost is not None
         old_id, reason = self._lost
         if self._completer.backlog:
@@ -511,50 +450,46 @@ class Runner:
             self._listener.stop()
 
     def _drained(self) -> bool:
-        with self._lock:
-            busy = bool(self._active)
-        pending = self._completer.backlog > 0
-        if not busy and not pending:
+        if self.slots.busy() == 0 and self._completer.backlog == 0:
             return True
-        if (self._hand_back_now or time.monotonic() >= self._drain_deadline) and not pending:
-            return True  # what still runs is handed back in _shutdown
-        return False
+        # Out of time (or told twice): what still runs is handed back, and what waits to be
+        # written gets a bounded last chance, in _shutdown.
+        return self._hand_back_now or time.monotonic() >= (self._drain_deadline or 0)
 
     def _shutdown(self) -> int:
-        code = EXIT_OK
-        with self._lock:
-            still_running = [r for r in self._active.values() if not r.settled]
-            for running in still_running:
-                running.abandoned = True
-        for running in still_running:
-            if running.future is not None:
-                running.future.cancel()
-        if not self._completer.flush(timeout=max(self.settings.runner_dead_after, 5.0)):
-            logger.error("%d outcome(s) could not be written before stopping (database unavailable); "
-                         "their jobs go back to the queue when this runner is declared dead",
+        unfinished = self.slots.abandon()
+        flush_for = max(self.settings.runner_dead_after, 5.0)
+        if not self._completer.flush(timeout=flush_for):
+            logger.error("%d outcome(s) not written yet: the database is unavailable",
                          self._completer.backlog)
         runner_id = self._runner_id or (self._lost[0] if self._lost else None)
+        code = EXIT_OK
         if runner_id is not None:
-            code = self._stop_runner(runner_id, len(still_running))
-        self._completer.stop(timeout=0)
+            code = self._stop_runner(runner_id, unfinished)
         if self._listener is not None:
             self._listener.stop()
         self._heartbeat.stop()
         self._reaper.stop()
-        self._pool.shutdown()
-        self._loop.shutdown()
+        self._completer.stop(timeout=0)
+        self.slots.shutdown()
         self._conn.discard()
         s = self.stats
-        logger.info("runner %s stopped: %d claimed in %d claims, %d succeeded, %d retried, %d failed, %d cancelled, "
-                    "%d timed out, %d outcomes fenced out", runner_id, s.claimed, s.claims, s.succeeded,
-                    s.retried, s.failed, s.cancelled, s.timed_out, s.fenced_out)
+        logger.info("runner %s stopped: %d claimed in %d claims, %d succeeded, %d retried, %d failed, "
+                    "%d cancelled, %d timed out, %d outcomes fenced out, %d attempts handed back",
+                    runner_id, s.claimed, s.claims, s.succeeded, s.retried, s.failed, s.cancelled,
+                    self.slots.timed_out, s.fenced_out, s.released)
         return code
 
     def _stop_runner(self, runner_id: int, unfinished: int) -> int:
+        """Hand back what still runs and mark the runner stopped, once every finished
+        outcome is written (else finished jobs would be handed back and run again)."""
         reason = "handed back: worker stopping" if unfinished else "stopped"
         deadline = time.monotonic() + max(self.settings.runner_dead_after, 5.0)
         backoff = Backoff()
         while True:
+            if self._completer.backlog and not self._completer.flush(timeout=1.0) \
+                    and time.monotonic() < deadline:
+                continue
             try:
                 row = self._conn.get().execute(self._queries.runner_stop,
                                                {"runner_id": runner_id, "reason": reason}).fetchone()
@@ -564,8 +499,8 @@ class Runner:
             except Exception as exc:
                 self._conn.discard()
                 if time.monotonic() >= deadline:
-                    logger.error("could not mark runner %s stopped (%s); its %d unfinished job(s) go back "
+                    logger.error("could not mark runner %s stopped (%s); its unfinished job(s) go back "
                                  "to the queue when the reaper declares it dead", runner_id,
-                                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__, unfinished)
+                                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                     return EXIT_HAND_BACK_FAILED
                 time.sleep(backoff.next())

@@ -21,6 +21,9 @@ CREATE TABLE /* schema */runners (
     reason          text
 );
 
+-- Live runners: what wake() and the reaper look at. The table keeps a row per process start.
+CREATE INDEX runners_running_idx ON /* schema */runners (id) WHERE state = 'running';
+
 COMMENT ON TABLE /* schema */runners IS
     'One row per worker process start. A runner keeps its row alive with heartbeats; the reaper declares it dead when they stop.';
 COMMENT ON COLUMN /* schema */runners.id IS 'New at every process start; never reused.';

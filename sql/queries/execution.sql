@@ -5,6 +5,8 @@
 -- name: job_claim
 -- Claims up to `limit` runnable jobs for a live runner, in priority, run_at, id order,
 -- skipping rows other runners hold, and records whether the runner now waits for work.
+-- Always returns one row at least: `alive` false means the runner was declared dead;
+-- `more` means runnable jobs were left because another claim held them at that instant.
 WITH RECURSIVE any_queue AS (
     -- For a runner serving every queue (queues is NULL): the distinct queues that have
     -- queued jobs, one probe of jobs_claim_idx each (a loose index scan).
@@ -20,9 +22,16 @@ WITH RECURSIVE any_queue AS (
     SELECT unnest(%(queues)s::text[]) AS queue
     UNION ALL
     SELECT queue FROM any_queue WHERE queue IS NOT NULL
+), me AS MATERIALIZED (
+    -- FOR SHARE: a reaper declaring this runner dead right now makes the claim wait for its
+    -- commit and then see the runner dead, so a dead runner never claims.
+    SELECT id FROM /* schema */runners
+    WHERE id = %(runner_id)s::bigint AND state = 'running'
+    FOR SHARE
 ), locked AS MATERIALIZED (
     -- Per queue, the first rows in claim order that nobody else holds (SKIP LOCKED), so each
     -- lateral scan walks only its own queue's range of jobs_claim_idx; then the best overall.
+    -- (A runner serving several queues briefly locks up to `limit` rows per queue.)
     SELECT c.ctid, c.priority, c.run_at, c.id
     FROM served AS s
     CROSS JOIN LATERAL (
@@ -33,9 +42,7 @@ WITH RECURSIVE any_queue AS (
         LIMIT %(limit)s::int
         FOR UPDATE SKIP LOCKED
     ) AS c
-    WHERE EXISTS (
-        -- A runner declared dead must not claim: its jobs are being handed to others.
-        SELECT FROM /* schema */runners WHERE id = %(runner_id)s::bigint AND state = 'running')
+    WHERE EXISTS (SELECT FROM me)
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s::int
 ), claimed AS (
@@ -51,17 +58,36 @@ WITH RECURSIVE any_queue AS (
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
     SELECT id, 'queued', 'running', attempts, %(runner_id)s::bigint, 'claimed' FROM claimed
+), more AS (
+    -- Only after a short claim: were runnable jobs passed over because another claim held
+    -- them? Then the runner tries again soon instead of waiting for a notification. (Rows
+    -- this statement claimed still look queued to it: they are excluded.)
+    SELECT EXISTS (
+        SELECT 1 FROM served AS s
+        JOIN /* schema */jobs AS j ON j.queue = s.queue
+        WHERE j.status = 'queued' AND j.run_at <= now()
+          AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
+    ) AS more
+    WHERE (SELECT count(*) FROM locked) < %(limit)s::int AND EXISTS (SELECT FROM me)
 ), waiting AS (
     -- Waiting: free slots left and no more work. Enqueues NOTIFY only while a runner
     -- waits; written only when it changes, so a busy runner writes nothing here.
     UPDATE /* schema */runners
     SET waiting = %(can_wait)s::boolean AND (SELECT count(*) FROM claimed) < %(limit)s::int
-    WHERE id = %(runner_id)s::bigint AND state = 'running'
+                  AND NOT coalesce((SELECT more FROM more), false)
+    WHERE id = (SELECT id FROM me)
       AND waiting IS DISTINCT FROM
-          (%(can_wait)s::boolean AND (SELECT count(*) FROM claimed) < %(limit)s::int)
+          (%(can_wait)s::boolean AND (SELECT count(*) FROM claimed) < %(limit)s::int
+           AND NOT coalesce((SELECT more FROM more), false))
+    RETURNING waiting
 )
-SELECT id, task, args, kwargs, queue, attempts, failures, max_attempts, cancel_requested
-FROM claimed
+SELECT EXISTS (SELECT FROM me) AS alive,
+       coalesce((SELECT more FROM more), false) AS more,
+       coalesce((SELECT waiting FROM waiting), false) AS became_waiting,
+       c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures, c.max_attempts,
+       c.cancel_requested
+FROM (SELECT) AS one
+LEFT JOIN claimed AS c ON true
 
 -- name: job_finish
 -- Writes the outcomes of finished attempts in one statement, each fenced; returns the jobs it
@@ -73,21 +99,27 @@ WITH outcome AS (
                 %(delays)s::float8[], %(failed)s::boolean[], %(reasons)s::text[])
          AS o(id, runner_id, attempt, status, result, error, delay, failed, reason)
 ), finished AS (
+    -- A retry of a job whose cancellation was requested meanwhile ends it as cancelled.
     UPDATE /* schema */jobs AS j
-    SET status = o.status,
+    SET status = CASE WHEN o.status = 'queued' AND j.cancel_requested THEN 'cancelled'
+                      ELSE o.status END,
         runner_id = NULL,
         result = o.result::jsonb,
         error = coalesce(o.error::jsonb, j.error),
         failures = j.failures + o.failed::int,
-        run_at = CASE WHEN o.status = 'queued'
+        run_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
                       THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-        finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END
+        finished_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
+                           THEN NULL ELSE now() END
     FROM outcome AS o
     -- The fence. IS NOT DISTINCT FROM keeps the planner on the primary key (id) rather than
     -- jobs_running_idx, whose runner_id range it would otherwise walk.
     WHERE j.id = o.id AND j.runner_id IS NOT DISTINCT FROM o.runner_id
       AND j.attempts = o.attempt AND j.status = 'running'
-    RETURNING j.id, j.status, j.attempts, j.queue, j.run_at, o.runner_id, o.reason
+    RETURNING j.id, j.status, j.attempts, j.queue, j.run_at, o.runner_id,
+              CASE WHEN j.status = 'cancelled' AND o.status = 'queued'
+                   THEN 'cancelled (requested while running): ' || o.reason
+                   ELSE o.reason END AS reason
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
     SELECT id, 'running', status, attempts, runner_id, reason FROM finished
@@ -109,7 +141,27 @@ WITH outcome AS (
 SELECT id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken
 FROM finished
 
--- name: job_cancel_requested
--- Of the given jobs, those whose cancellation was requested while running.
-SELECT id FROM /* schema */jobs
-WHERE id = ANY (%(ids)s::bigint[]) AND status = 'running' AND cancel_requested
+-- name: job_release
+-- Hands back attempts that a live runner holds in the database but no longer knows about
+-- (its claim committed but the reply was lost): fenced, not counted as a failure or crash.
+WITH released AS (
+    UPDATE /* schema */jobs AS j
+    SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
+        runner_id = NULL,
+        finished_at = CASE WHEN j.cancel_requested THEN now() END
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS a(id, attempt)
+    WHERE j.id = a.id AND j.attempts = a.attempt AND j.status = 'running'
+      AND j.runner_id = %(runner_id)s::bigint
+    RETURNING j.id, j.status, j.attempts, j.queue
+), events AS (
+    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
+    SELECT id, 'running', status, attempts, %(runner_id)s::bigint,
+           'handed back: runner ' || %(runner_id)s::bigint || ' did not hold this attempt any more'
+    FROM released
+), woken AS (
+    SELECT count(*) AS n FROM (
+        SELECT /* schema */wake(array_agg(DISTINCT queue))
+        FROM released WHERE status = 'queued' HAVING count(*) > 0
+    ) AS w
+)
+SELECT id, (SELECT n FROM woken) AS woken FROM released

@@ -30,6 +30,7 @@ WITH dead AS (
     -- Running jobs whose runner is not alive: declared dead just now (the statement's
     -- snapshot still shows it running), dead before (a claim that raced an earlier reap),
     -- or missing (a row written by hand).
+    -- Locked in id order, as finishing statements lock them: no deadlock with a zombie's write.
     SELECT j.id, j.runner_id, d.reason
     FROM /* schema */jobs AS j
     LEFT JOIN dead AS d ON d.id = j.runner_id
@@ -37,13 +38,19 @@ WITH dead AS (
       AND (%(runner_id)s::bigint IS NULL OR j.runner_id = %(runner_id)s::bigint)
       AND (d.id IS NOT NULL OR NOT EXISTS (
             SELECT 1 FROM /* schema */runners AS r WHERE r.id = j.runner_id AND r.state = 'running'))
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), rescued AS (
+    -- A job whose cancellation was requested ends cancelled instead of running again.
     UPDATE /* schema */jobs AS j
-    SET status = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int THEN 'failed' ELSE 'queued' END,
+    SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
+                      WHEN j.crashes + 1 >= %(max_crashes)s::int THEN 'failed'
+                      ELSE 'queued' END,
         crashes = j.crashes + 1,
         runner_id = NULL,
-        finished_at = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int THEN now() END,
-        error = CASE WHEN j.crashes + 1 >= %(max_crashes)s::int
+        finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s::int
+                           THEN now() END,
+        error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= %(max_crashes)s::int
                      THEN jsonb_build_object(
                          'type', 'RunnerDied',
                          'message', 'runner died ' || (j.crashes + 1) || ' times running this job')
@@ -59,11 +66,14 @@ WITH dead AS (
            CASE WHEN status = 'failed'
                 THEN 'runner died ' || crashes || ' times running this job (runner '
                      || runner_id || ': ' || reason || ')'
+                WHEN status = 'cancelled'
+                THEN 'cancelled (requested while running); runner ' || runner_id
+                     || ' declared dead: ' || reason
                 ELSE 'runner ' || runner_id || ' declared dead: ' || reason END
     FROM rescued
 ), notified AS (
     SELECT /* schema */notify_finished(array_agg(id)) AS n
-    FROM rescued WHERE status = 'failed' HAVING count(*) > 0
+    FROM rescued WHERE status <> 'queued' HAVING count(*) > 0
 ), woken AS (
     SELECT count(*) AS n FROM (
         SELECT /* schema */wake(array_agg(DISTINCT queue))
