@@ -11,7 +11,10 @@ nothing this tick. So:
   within ``runner_dead_after`` plus one tick of the last heartbeat;
 * the lock is transaction-level, so it cannot leak behind a pooler.
 
-What it does, in one statement: runners whose heartbeat is older than
+The lock holder also promotes jobs scheduled for later whose time is near into the
+claim index (``job_promote``), in batches, so claims never walk a large schedule.
+
+What the reaper does, in one statement: runners whose heartbeat is older than
 ``runner_dead_after`` become ``dead``; every ``running`` job of a runner that is not
 alive goes back to ``queued`` with ``crashes + 1`` (or to ``failed`` once
 ``max_crashes`` is reached), each with an event naming the dead runner; waiting
@@ -36,18 +39,23 @@ from .connections import OutageLog, ServiceConnection, is_connection_error
 logger = logging.getLogger(__name__)
 
 
+PROMOTE_BATCH = 10_000
+
+
 @dataclass(frozen=True)
 class ReapResult:
     held_lock: bool
     dead_runners: tuple[int, ...] = ()
     requeued: int = 0
     failed: int = 0
+    promoted: int = 0
 
 
 def reap(conn: psycopg.Connection, queries: sqlfiles.Queries, *, dead_after: float, max_crashes: int,
          runner_id: int | None = None, reason: str | None = None) -> ReapResult:
     """One reaper pass in one transaction (or, with ``runner_id``, retire that runner)."""
     class_id, object_id = sqlfiles.advisory_key(queries.schema, "reaper")
+    promoted = 0
     with conn.transaction():
         if runner_id is None:
             held = conn.execute(queries.reaper_lock, {"class_id": class_id, "object_id": object_id}).fetchone()[0]
@@ -57,8 +65,10 @@ def reap(conn: psycopg.Connection, queries: sqlfiles.Queries, *, dead_after: flo
             "runner_id": runner_id, "reason": reason, "dead_after": dead_after,
             "max_crashes": max_crashes,
         }).fetchone()
+        if runner_id is None:
+            promoted = conn.execute(queries.job_promote, {"batch": PROMOTE_BATCH}).fetchone()[0]
     dead, requeued, failed = tuple(row[0]), row[1], row[2]
-    return ReapResult(True, dead, requeued, failed)
+    return ReapResult(True, dead, requeued, failed, promoted)
 
 
 class Reaper:

@@ -44,6 +44,7 @@ CREATE TABLE /* schema */jobs (
     priority        integer NOT NULL DEFAULT 0,
     run_at          timestamptz NOT NULL DEFAULT now(),
     status          text NOT NULL DEFAULT 'queued',
+    due             boolean NOT NULL DEFAULT true,
     attempts        integer NOT NULL DEFAULT 0,
     failures        integer NOT NULL DEFAULT 0,
     crashes         integer NOT NULL DEFAULT 0,
@@ -74,6 +75,7 @@ COMMENT ON COLUMN /* schema */jobs.args IS 'Positional arguments, a JSON array.'
 COMMENT ON COLUMN /* schema */jobs.kwargs IS 'Keyword arguments, a JSON object.';
 COMMENT ON COLUMN /* schema */jobs.priority IS 'Higher runs first; ties run in run_at, then id order.';
 COMMENT ON COLUMN /* schema */jobs.run_at IS 'Earliest time the job may start (database clock).';
+COMMENT ON COLUMN /* schema */jobs.due IS 'False while a queued job''s run_at is further away than due_soon() looks; the reaper tick sets it true in time. Only due jobs are in the claim index, so a large schedule never slows claims.';
 COMMENT ON COLUMN /* schema */jobs.attempts IS 'How many times the job was started. The fencing token: every write about a running job names it.';
 COMMENT ON COLUMN /* schema */jobs.failures IS 'Attempts that raised or timed out; the job fails for good when failures reaches max_attempts.';
 COMMENT ON COLUMN /* schema */jobs.crashes IS 'Attempts whose runner died under them; kept apart from failures.';
@@ -84,10 +86,13 @@ COMMENT ON COLUMN /* schema */jobs.result IS 'JSON return value of the successfu
 COMMENT ON COLUMN /* schema */jobs.error IS 'Last error: {"type", "message", "traceback"}.';
 COMMENT ON COLUMN /* schema */jobs.cancel_requested IS 'Set when cancellation of a running job was asked for.';
 
--- Claim order index: only queued rows, in the order the claim statement reads them.
--- Per queue, so a runner serving a quiet queue never walks another queue's backlog.
+-- Claim order index: only queued jobs that are due (or nearly), in the order the claim
+-- statement reads them. Per queue, so a runner serving a quiet queue never walks another
+-- queue's backlog; without the jobs scheduled for later, so a claim never walks those.
 CREATE INDEX jobs_claim_idx ON /* schema */jobs (queue, priority DESC, run_at, id)
-    WHERE status = 'queued';
+    WHERE status = 'queued' AND due;
+-- Jobs scheduled for later, in the order they come due (read by the promoter).
+CREATE INDEX jobs_scheduled_idx ON /* schema */jobs (run_at) WHERE status = 'queued' AND NOT due;
 -- Unique jobs: a key is held by at most one job that has not finished.
 CREATE UNIQUE INDEX jobs_key_idx ON /* schema */jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
@@ -112,6 +117,17 @@ COMMENT ON COLUMN /* schema */job_events.from_status IS 'State before the change
 COMMENT ON COLUMN /* schema */job_events.attempt IS 'The job''s attempts counter after the change.';
 COMMENT ON COLUMN /* schema */job_events.runner_id IS 'The runner concerned (the claimer, the finisher, or the dead runner).';
 COMMENT ON COLUMN /* schema */job_events.reason IS 'Human-readable cause, e.g. "claimed", "retry in 4.2 s: ValueError: ...", "runner 7 declared dead".';
+
+-- due_soon(run_at): whether a job with this run_at belongs in the claim index now. Jobs due
+-- within the next seconds go straight in (a short retry backoff is claimed on time); the
+-- others are promoted by the reaper tick (every runner runs one), ahead of their time.
+CREATE FUNCTION /* schema */due_soon(run_at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT run_at <= now() + interval '5 seconds'
+$$;
+
+COMMENT ON FUNCTION /* schema */due_soon(timestamptz) IS
+    'True when a job with this run_at must be in the claim index now (due within 5 s).';
 
 -- Waiters of job.result(). A statement that finishes jobs calls notify_finished(ids), which
 -- deletes the waiters of those jobs and notifies each job once; when nobody waits, the

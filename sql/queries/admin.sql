@@ -45,8 +45,8 @@ WITH target AS (
     FOR UPDATE SKIP LOCKED
 ), retried AS (
     UPDATE /* schema */jobs AS j
-    SET status = 'queued', run_at = now(), finished_at = NULL, failures = 0, crashes = 0,
-        result = NULL, cancel_requested = false
+    SET status = 'queued', run_at = now(), due = true, finished_at = NULL, failures = 0,
+        crashes = 0, result = NULL, cancel_requested = false
     FROM target AS t
     WHERE j.id = t.id AND j.status = 'failed'
     RETURNING j.id, j.attempts, j.queue

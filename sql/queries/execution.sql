@@ -11,11 +11,11 @@ WITH RECURSIVE any_queue AS (
     -- For a runner serving every queue (queues is NULL): the distinct queues that have
     -- queued jobs, one probe of jobs_claim_idx each (a loose index scan).
     (SELECT queue FROM /* schema */jobs
-     WHERE status = 'queued' AND %(queues)s::text[] IS NULL
+     WHERE status = 'queued' AND due AND %(queues)s::text[] IS NULL
      ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT j.queue FROM /* schema */jobs AS j
-            WHERE j.status = 'queued' AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
+            WHERE j.status = 'queued' AND j.due AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
     FROM any_queue AS a
     WHERE a.queue IS NOT NULL
 ), served AS (
@@ -37,7 +37,7 @@ WITH RECURSIVE any_queue AS (
     CROSS JOIN LATERAL (
         SELECT j.ctid, j.priority, j.run_at, j.id
         FROM /* schema */jobs AS j
-        WHERE j.queue = s.queue AND j.status = 'queued' AND j.run_at <= now()
+        WHERE j.queue = s.queue AND j.status = 'queued' AND j.due AND j.run_at <= now()
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s::int
         FOR UPDATE SKIP LOCKED
@@ -65,7 +65,7 @@ WITH RECURSIVE any_queue AS (
     SELECT EXISTS (
         SELECT 1 FROM served AS s
         JOIN /* schema */jobs AS j ON j.queue = s.queue
-        WHERE j.status = 'queued' AND j.run_at <= now()
+        WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
           AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
     ) AS more
     WHERE (SELECT count(*) FROM locked) < %(limit)s::int AND EXISTS (SELECT FROM me)
@@ -109,6 +109,7 @@ WITH outcome AS (
         failures = j.failures + o.failed::int,
         run_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
                       THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+        due = /* schema */due_soon(now() + make_interval(secs => o.delay)),
         finished_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
                            THEN NULL ELSE now() END
     FROM outcome AS o
@@ -147,7 +148,7 @@ FROM finished
 WITH released AS (
     UPDATE /* schema */jobs AS j
     SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
-        runner_id = NULL,
+        runner_id = NULL, due = true,
         finished_at = CASE WHEN j.cancel_requested THEN now() END
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS a(id, attempt)
     WHERE j.id = a.id AND j.attempts = a.attempt AND j.status = 'running'

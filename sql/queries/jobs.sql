@@ -5,12 +5,11 @@
 -- name: job_enqueue
 -- Inserts one job and its 'enqueued' event (the insert trigger wakes a waiting runner).
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts)
-    VALUES (
-        %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s,
-        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
-        %(max_attempts)s
-    )
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts)
+    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
+           /* schema */due_soon(at.run_at), %(max_attempts)s
+    FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     RETURNING id
 ), event AS (
     INSERT INTO /* schema */job_events (job_id, to_status, reason)
@@ -21,12 +20,11 @@ SELECT id, true AS created FROM inserted
 -- name: job_enqueue_unique
 -- Inserts one job unless a queued or running job holds the same key; returns the holder then.
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts, key)
-    VALUES (
-        %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s,
-        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
-        %(max_attempts)s, %(key)s
-    )
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, key)
+    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
+           /* schema */due_soon(at.run_at), %(max_attempts)s, %(key)s
+    FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
     RETURNING id
 ), event AS (
@@ -44,12 +42,13 @@ WHERE key = %(key)s AND status IN ('queued', 'running') AND NOT EXISTS (SELECT F
 -- Inserts many jobs of one task in one statement, with their events. args is a JSON array
 -- of argument arrays; kwargs a JSON array of objects, or NULL when no job has any.
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, max_attempts)
-    SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s,
-           coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
-           %(max_attempts)s
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts)
+    SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s, at.run_at,
+           /* schema */due_soon(at.run_at), %(max_attempts)s
+    FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at,
     -- ROWS FROM zips the two lists (a NULL kwargs list yields NULLs), in order.
-    FROM ROWS FROM (jsonb_array_elements(%(args)s::jsonb),
+         ROWS FROM (jsonb_array_elements(%(args)s::jsonb),
                     jsonb_array_elements(%(kwargs)s::jsonb)) WITH ORDINALITY AS call(args, kwargs, n)
     ORDER BY call.n
     RETURNING id

@@ -47,7 +47,7 @@ WITH dead AS (
                       WHEN j.crashes + 1 >= %(max_crashes)s::int THEN 'failed'
                       ELSE 'queued' END,
         crashes = j.crashes + 1,
-        runner_id = NULL,
+        runner_id = NULL, due = true,
         finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s::int
                            THEN now() END,
         error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= %(max_crashes)s::int
@@ -85,3 +85,24 @@ SELECT (SELECT coalesce(array_agg(id), '{}') FROM dead) AS dead_runners,
        (SELECT count(*) FROM rescued WHERE status = 'failed') AS failed,
        coalesce((SELECT n FROM notified), 0) AS notified,
        (SELECT n FROM woken) AS woken
+
+-- name: job_promote
+-- Moves up to `batch` queued jobs whose run_at comes within due_soon()'s reach into the claim
+-- index (run by the reaper-lock holder on its tick); wakes runners for those already due.
+WITH promoted AS (
+    UPDATE /* schema */jobs AS j
+    SET due = true
+    WHERE j.id = ANY (ARRAY(
+        SELECT s.id FROM /* schema */jobs AS s
+        WHERE s.status = 'queued' AND NOT s.due AND /* schema */due_soon(s.run_at)
+        ORDER BY s.run_at
+        LIMIT %(batch)s::int
+        FOR UPDATE SKIP LOCKED))
+    RETURNING j.queue, j.run_at
+), woken AS (
+    SELECT count(*) AS n FROM (
+        SELECT /* schema */wake(array_agg(DISTINCT queue))
+        FROM promoted WHERE run_at <= now() HAVING count(*) > 0
+    ) AS w
+)
+SELECT (SELECT count(*) FROM promoted) AS promoted, (SELECT n FROM woken) AS woken

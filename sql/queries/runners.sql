@@ -40,7 +40,7 @@ WITH stopped AS (
 ), handed_back AS (
     UPDATE /* schema */jobs
     SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
-        runner_id = NULL,
+        runner_id = NULL, due = true,
         finished_at = CASE WHEN cancel_requested THEN now() END
     WHERE runner_id = (SELECT id FROM stopped) AND status = 'running'
     RETURNING id, attempts, queue, status
