@@ -145,12 +145,17 @@ COMMENT ON TABLE /* schema */result_waiters IS
     'Callers waiting in job.result(); finishing one of these jobs sends NOTIFY "<schema>.done" with its id.';
 
 CREATE FUNCTION /* schema */notify_finished(job_ids bigint[]) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    notified integer;
+BEGIN
     WITH woken AS (
         DELETE FROM /* schema */result_waiters WHERE job_id = ANY (job_ids) RETURNING job_id
     )
-    SELECT count(pg_notify('/* channel */done', job_id::text))::integer
-    FROM (SELECT DISTINCT job_id FROM woken) AS w
+    SELECT count(pg_notify('/* channel */done', job_id::text))::integer INTO notified
+    FROM (SELECT DISTINCT job_id FROM woken) AS w;
+    RETURN notified;
+END
 $$;
 
 COMMENT ON FUNCTION /* schema */notify_finished(bigint[]) IS
@@ -158,26 +163,34 @@ COMMENT ON FUNCTION /* schema */notify_finished(bigint[]) IS
 
 -- wake(queues): NOTIFY "<schema>.jobs" once per queue, only when a runner that serves the
 -- queue is waiting. NOTIFY serialises committing transactions on a global lock, so a
--- busy system (no runner waiting) must not pay for it.
+-- busy system (no runner waiting) must not pay for it. PL/pgSQL rather than SQL: its
+-- plans are cached per session, where a SQL function's would be made at every call.
 CREATE FUNCTION /* schema */wake(queues text[]) RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_notify('/* channel */jobs', q.queue)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('/* channel */jobs', q.queue)
     FROM (SELECT DISTINCT unnest(queues) AS queue) AS q
     WHERE EXISTS (
         SELECT 1 FROM /* schema */runners AS r
         WHERE r.state = 'running' AND r.waiting
           AND (r.queues IS NULL OR q.queue = ANY (r.queues))
-    )
+    );
+END
 $$;
 
 COMMENT ON FUNCTION /* schema */wake(text[]) IS
     'Notify waiting runners that jobs are ready in the given queues (one NOTIFY per queue).';
 
 -- One statement-level trigger: a bulk enqueue of 20,000 jobs notifies once per queue.
--- Jobs scheduled for later are not announced; runners poll for them.
+-- Jobs scheduled for later are not announced; runners poll for them. When no runner
+-- waits at all (a busy system), it stops after one probe of runners_running_idx.
 CREATE FUNCTION /* schema */jobs_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM /* schema */runners WHERE state = 'running' AND waiting LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
     PERFORM /* schema */wake(array_agg(DISTINCT queue))
     FROM inserted
     WHERE status = 'queued' AND run_at <= now()
