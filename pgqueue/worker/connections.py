@@ -69,6 +69,35 @@ class Backoff:
         self._attempt = 0
 
 
+class Service:
+    """A background loop on its own daemon thread and connection: ``start()``, ``stop()``,
+    and ``_loop()`` (the subclass's), which returns once ``_stop`` is set."""
+
+    name = "service"
+
+    def __init__(self, connection: "ServiceConnection") -> None:
+        self._conn = connection
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def connection(self) -> "ServiceConnection":
+        return self._conn
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"pgqueue-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._conn.discard()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
 class ServiceConnection:
     """One service's connection: ``get()`` opens it when needed, ``discard()`` after an error.
 

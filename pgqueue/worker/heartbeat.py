@@ -30,18 +30,20 @@ import time
 from typing import Callable
 
 from .. import sqlfiles
-from .connections import OutageLog, ServiceConnection, is_connection_error, is_transient
+from .connections import OutageLog, Service, ServiceConnection, is_connection_error, is_transient
 
 logger = logging.getLogger(__name__)
 
 
-class Heartbeat:
+class Heartbeat(Service):
+    name = "heartbeat"
+
     def __init__(self, *, connection: ServiceConnection, queries: sqlfiles.Queries, interval: float,
                  dead_after: float, outage: OutageLog,
                  on_lease_lost: Callable[[int, str], None],
                  on_cancel_requested: Callable[[list[int]], None],
                  on_running: Callable[[int, list[tuple[int, int]]], None] | None = None) -> None:
-        self.connection = self._conn = connection
+        super().__init__(connection)
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
@@ -49,8 +51,6 @@ class Heartbeat:
         self._on_lease_lost = on_lease_lost
         self._on_cancel_requested = on_cancel_requested
         self._on_running = on_running
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._runner_id: int | None = None
         self._last_ok = time.monotonic()
@@ -64,16 +64,6 @@ class Heartbeat:
     def forget(self) -> None:
         with self._lock:
             self._runner_id = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="pgqueue-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._conn.discard()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -18,32 +18,22 @@ from typing import Callable
 from psycopg import sql as pgsql
 
 from .. import sqlfiles
-from .connections import Backoff, OutageLog, ServiceConnection
+from .connections import Backoff, OutageLog, Service, ServiceConnection
 
 logger = logging.getLogger(__name__)
 
 
-class Listener:
+class Listener(Service):
+    name = "listener"
+
     def __init__(self, *, connection: ServiceConnection, schema: str, queues: tuple[str, ...] | None,
                  outage: OutageLog, on_work: Callable[[], None]) -> None:
-        self._conn = connection
+        super().__init__(connection)
         self.channel = sqlfiles.channel(schema, "jobs")
         self._queues = frozenset(queues) if queues else None
         self._outage = outage
         self._on_work = on_work
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.listening = threading.Event()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="pgqueue-listener", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._conn.discard()
 
     def _loop(self) -> None:
         backoff = Backoff()

@@ -28,13 +28,12 @@ task ``timeout``'s job).
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import psycopg
 
 from .. import sqlfiles
-from .connections import OutageLog, ServiceConnection, is_connection_error
+from .connections import OutageLog, Service, ServiceConnection, is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +70,17 @@ def reap(conn: psycopg.Connection, queries: sqlfiles.Queries, *, dead_after: flo
     return ReapResult(True, dead, requeued, failed, promoted)
 
 
-class Reaper:
+class Reaper(Service):
+    name = "reaper"
+
     def __init__(self, *, connection: ServiceConnection, queries: sqlfiles.Queries, interval: float,
                  dead_after: float, max_crashes: int, outage: OutageLog) -> None:
-        self._conn = connection
+        super().__init__(connection)
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
         self.max_crashes = max_crashes
         self._outage = outage
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="pgqueue-reaper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._conn.discard()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
