@@ -11,6 +11,7 @@ from . import db, errors, migrations, sqlfiles
 from .embedded import EmbeddedServer
 from .jobs import Job
 from .settings import Settings, project_root
+from .waiting import ResultWaiters
 from .tasks import EnqueueOptions, Task, TaskConfig, _validate_seconds, validate_max_attempts, \
     validate_priority, validate_queue
 
@@ -47,6 +48,7 @@ class App:
         self._database: db.Database | None = None
         self._description: str | None = None
         self._lock = threading.Lock()
+        self._waiters: ResultWaiters | None = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.settings.schema!r} tasks={len(self.tasks)}>"
@@ -83,6 +85,14 @@ class App:
                         connect_timeout=self.settings.connect_timeout,
                     )
         return self._database
+
+    @property
+    def result_waiters(self) -> ResultWaiters:
+        """The App's shared LISTEN connection for job.result() waiters (started on first use)."""
+        with self._lock:
+            if self._waiters is None:
+                self._waiters = ResultWaiters(self)
+            return self._waiters
 
     @property
     def database_description(self) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
-
-from psycopg import sql as pgsql
 
 from . import errors, sqlfiles
 
@@ -71,22 +70,23 @@ class Job:
         """Wait for the job to finish and return its result.
 
         Raises JobFailed (with the error) or JobCancelled, and ResultTimeout (a
-        TimeoutError) when ``timeout`` seconds pass first. The wait sleeps on a
-        notification sent by the statement that finishes the job. It also looks at the
-        job again after growing pauses (50 ms up to 10 s), which covers the instant
-        between registering and the first look, and a lost connection's notifications.
+        TimeoutError) when ``timeout`` seconds pass first. The wait sleeps until the
+        statement that finishes the job notifies it (one LISTEN connection per App serves
+        every waiter; see ``pgqueue.waiting``), looking at the job again after growing
+        pauses as a safety net. It holds no pooled connection while it sleeps.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         queries = self._queries()
-        channel = sqlfiles.channel(self.app.settings.schema, "done")
-        wanted = str(self.id)
-        with self.app.database.connection() as conn:
-            conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
-            waiter = conn.execute(queries.job_wait_register, {"id": self.id}).fetchone()[0]
+        database = self.app.database
+        waiters = self.app.result_waiters
+        event = waiters.subscribe(self.id)
+        try:
+            waiter = database.fetch(queries.job_wait_register, {"id": self.id})[0]["id"]
             try:
                 pause = 0.05
                 while True:
-                    finished, value = self._outcome(conn)
+                    event.clear()
+                    finished, value = self._outcome()
                     if finished:
                         return value
                     remaining = None if deadline is None else deadline - time.monotonic()
@@ -95,21 +95,20 @@ class Job:
                             f"job {self.id} did not finish within {timeout} s (it is "
                             f"{self.status()}); call result() again to keep waiting"
                         )
-                    for note in conn.notifies(timeout=pause if remaining is None else min(pause, remaining)):
-                        if note.payload == wanted:
-                            break
+                    event.wait(pause if remaining is None else min(pause, remaining))
                     pause = min(pause * 2, 10.0)
             finally:
-                if not conn.broken:
-                    conn.execute(queries.job_wait_unregister, {"waiter": waiter})
-                    conn.execute("UNLISTEN *")
+                with contextlib.suppress(errors.PgQueueError):
+                    database.fetch(queries.job_wait_unregister, {"waiter": waiter})
+        finally:
+            waiters.unsubscribe(self.id, event)
 
-    def _outcome(self, conn: Any) -> tuple[bool, Any]:
+    def _outcome(self) -> tuple[bool, Any]:
         """(True, result) once finished (raising for failed or cancelled); (False, None) before."""
-        row = conn.execute(self._queries().job_outcome, {"id": self.id}).fetchone()
-        if row is None:
+        rows = self.app.database.fetch(self._queries().job_outcome, {"id": self.id})
+        if not rows:
             raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
-        status, result, error = row
+        status, result, error = rows[0]["status"], rows[0]["result"], rows[0]["error"]
         if status == "succeeded":
             return True, result
         if status == "failed":

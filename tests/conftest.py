@@ -180,3 +180,25 @@ def start_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> Iterato
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def private_server(tmp_path: Path, make_app) -> Iterator:
+    """A PostgreSQL server of the test's own (embedded), which the test may stop and start,
+    and a migrated App on it with the worker tasks: yields (server, dsn, app)."""
+    from pgqueue.embedded import EmbeddedServer, find_binaries, kill_server
+
+    assert find_binaries(), "this test needs PostgreSQL binaries: pip install -e '.[dev,embedded]'"
+    server = EmbeddedServer(tmp_path / "private-server")
+    dsn = server.ensure_running()
+    try:
+        app = make_app(dsn=dsn)
+        app.migrate()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            register_worker_tasks(app, conn)
+        yield server, dsn, app
+    finally:
+        try:
+            server.stop()
+        except pgqueue.PgQueueError:
+            kill_server(server.directory)

@@ -297,3 +297,30 @@ def test_bad_dsn_and_unreachable_server_give_one_clear_line(make_app) -> None:
     message = str(info.value)
     assert "postgresql://someone:***@127.0.0.1:1/db" in message and "secret" not in message
     assert "\n" not in message
+
+
+def test_many_waiters_share_one_listening_connection(make_app) -> None:
+    """Thirty callers wait on results with a pool of two connections: waiting holds none."""
+    app = make_app(pool_size=2)
+    app.migrate()
+    task = app.task(name="t")(lambda: None)
+    jobs = [task.enqueue() for _ in range(30)]
+    outcomes: list[BaseException] = []
+
+    def wait(job: pgqueue.Job) -> None:
+        try:
+            job.result(timeout=60)
+        except BaseException as exc:  # asserted below
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=wait, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    schema = app.settings.schema
+    wait_for(lambda: app.database.fetch(f'SELECT count(*) AS n FROM "{schema}".result_waiters')[0]["n"] == 30,
+             timeout=30, message="all thirty waiters to register")
+    for job in jobs:
+        job.cancel()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(outcomes) == 30 and all(isinstance(o, pgqueue.JobCancelled) for o in outcomes), outcomes

@@ -247,25 +247,14 @@ def test_an_idle_wait_with_every_slot_busy_does_not_spin(wapp, start_worker) -> 
     assert used < 0.5, f"the worker used {used:.2f} s of CPU in 2 s while waiting on a busy slot"
 
 
-def test_stopping_while_the_database_is_down_ends_in_bounded_time(tmp_path, make_app, start_worker) -> None:
-    from conftest import register_worker_tasks
-    from pgqueue.embedded import EmbeddedServer
-
-    server = EmbeddedServer(tmp_path / "stoppable")
-    dsn = server.ensure_running()
-    try:
-        app = make_app(dsn=dsn)
-        app.migrate()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            register_worker_tasks(app, conn)
-        worker = start_worker(*FAST, "--shutdown-timeout", "1", dsn=dsn)
-        worker.runner_id()
-        job = app.tasks["sleep"].enqueue(60)
-        wait_for(lambda: job.status() == "running", message="the job to start")
-        server.stop()
-        worker.signal(signal.SIGTERM)
-        code = worker.wait(timeout=40)
-        assert code == 1, worker.log()
-        assert "could not mark runner" in worker.log()
-    finally:
-        server.stop()
+def test_stopping_while_the_database_is_down_ends_in_bounded_time(private_server, start_worker) -> None:
+    server, dsn, app = private_server
+    worker = start_worker(*FAST, "--shutdown-timeout", "1", dsn=dsn)
+    worker.runner_id()
+    job = app.tasks["sleep"].enqueue(60)
+    wait_for(lambda: job.status() == "running", message="the job to start")
+    server.stop()
+    worker.signal(signal.SIGTERM)
+    code = worker.wait(timeout=40)
+    assert code == 1, worker.log()
+    assert "could not mark runner" in worker.log()

@@ -255,45 +255,33 @@ def test_connections_cut_under_load_lose_nothing(wapp, start_worker, admin, sche
     assert "database reachable again" in log
 
 
-def test_a_postgres_restart_under_load_loses_nothing(tmp_path, make_app, start_worker, schema_name) -> None:
+def test_a_postgres_restart_under_load_loses_nothing(private_server, start_worker) -> None:
     """A real server restart (a private embedded server, so the test may stop it)."""
-    from conftest import register_worker_tasks
-    from pgqueue.embedded import EmbeddedServer, find_binaries
+    server, dsn, app = private_server
+    worker = start_worker("--concurrency", "4", dsn=dsn)
+    worker.runner_id()
+    jobs = app.enqueue_many(app.tasks["recorded_sleep"], [(0.02,)] * 150)
+    schema = app.settings.schema
 
-    assert find_binaries(), "this test needs PostgreSQL binaries: pip install -e '.[dev,embedded]'"
-    server = EmbeddedServer(tmp_path / "restartable")
-    dsn = server.ensure_running()
-    try:
-        app = make_app(dsn=dsn)
-        app.migrate()
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            register_worker_tasks(app, admin)
-        worker = start_worker("--concurrency", "4", dsn=dsn)
-        worker.runner_id()
-        jobs = app.enqueue_many(app.tasks["recorded_sleep"], [(0.02,)] * 150)
-        schema = app.settings.schema
-
-        def done() -> int:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                return conn.execute(
-                    f"""SELECT count(*) FROM "{schema}".jobs WHERE status = 'succeeded'""").fetchone()[0]
-
-        wait_for(lambda: done() > 10, message="some progress before the restart")
-        assert server.stop()
-        server.ensure_running()
-        wait_for(lambda: done() == len(jobs), timeout=90, message="every job to succeed after the restart")
-        assert worker.proc.poll() is None
+    def done() -> int:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            ran = conn.execute(
-                f"""SELECT count(*), count(DISTINCT job_id) FROM "{schema}".executions WHERE note = 'end'""").fetchone()
-            dead = conn.execute(f"""SELECT count(*) FROM "{schema}".runners WHERE state = 'dead'""").fetchone()[0]
-        # Every job finished; an attempt cut short by the restart may have run again, never
-        # more than the jobs in flight at that moment (4 slots).
-        assert ran[1] == len(jobs) and ran[0] - ran[1] <= 4, ran
-        assert dead == 0, "the restart must not get the runner declared dead"
-        assert "database reachable again" in worker.log()
-    finally:
-        server.stop()
+            return conn.execute(
+                f"""SELECT count(*) FROM "{schema}".jobs WHERE status = 'succeeded'""").fetchone()[0]
+
+    wait_for(lambda: done() > 10, message="some progress before the restart")
+    assert server.stop()
+    server.ensure_running()
+    wait_for(lambda: done() == len(jobs), timeout=90, message="every job to succeed after the restart")
+    assert worker.proc.poll() is None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ran = conn.execute(
+            f"""SELECT count(*), count(DISTINCT job_id) FROM "{schema}".executions WHERE note = 'end'""").fetchone()
+        dead = conn.execute(f"""SELECT count(*) FROM "{schema}".runners WHERE state = 'dead'""").fetchone()[0]
+    # Every job finished; an attempt cut short by the restart may have run again, never
+    # more than the jobs in flight at that moment (4 slots).
+    assert ran[1] == len(jobs) and ran[0] - ran[1] <= 4, ran
+    assert dead == 0, "the restart must not get the runner declared dead"
+    assert "database reachable again" in worker.log()
 
 
 def test_pgqueue_demo_runs_and_recovers(database_dsn) -> None:
