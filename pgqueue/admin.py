@@ -28,7 +28,8 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text or "")
     if not match:
         raise errors.ConfigurationError(
-            f"{text!r} is not a duration: write a number with a unit, e.g. 30s, 15m, 2h, 7d or 1w"
+            f"{text!r} is not a duration: write a number of seconds, or a number with a unit "
+            "(s, m, h, d, w), e.g. 30s, 15m, 2h, 7d or 1w"
         )
     unit = (match.group(2) or "s")[0]
     return float(match.group(1)) * _UNIT_SECONDS[unit]
@@ -85,7 +86,7 @@ def retry_job(app: "App", job_id: int, *, reason: str = "retried by user") -> No
         return
     info = app.job(job_id).info()  # raises JobNotFound
     if info["status"] != "failed":
-        raise errors.JobStateError(f"job {job_id} is {info['status']}: only failed jobs can be retried")
+        raise errors.JobStateError(f"job {job_id} has status {info['status']}: only failed jobs can be retried")
     raise errors.JobStateError(
         f"job {job_id} has key {info['key']!r}, which an unfinished job holds now: it stays failed"
     )

@@ -18,13 +18,23 @@ from .tasks import EnqueueOptions, Task, TaskConfig, _validate_seconds, validate
 logger = logging.getLogger(__name__)
 
 
-def resolve_database(settings: Settings) -> tuple[str, str]:
-    """The DSN to use and a line saying where it comes from (shown once by every command)."""
+def resolve_database(settings: Settings, *, create: bool = True) -> tuple[str, str]:
+    """The DSN to use and a line saying where it comes from (shown once by every command).
+
+    With no DSN configured, the embedded server: started if need be, and created unless
+    ``create`` is false (read-only commands do not conjure up an empty database).
+    """
     if settings.dsn:
-        db.check_dsn(settings.dsn)
+        db.check_dsn(settings.dsn, settings.source("dsn"))
         return settings.dsn, f"{db.mask_dsn(settings.dsn)} (from {settings.source('dsn')})"
     directory = project_root() / settings.embedded_dir
-    dsn = EmbeddedServer(directory).ensure_running()
+    server = EmbeddedServer(directory)
+    if not create and not server.status()["initialised"]:
+        raise errors.ConfigurationError(
+            f"no database is configured (PGQUEUE_DSN, DATABASE_URL, --dsn) and there is no embedded "
+            f"server in {directory} yet: set one, or run `pgqueue migrate` to create the embedded one"
+        )
+    dsn = server.ensure_running()
     return dsn, f"embedded PostgreSQL in {directory} ({db.mask_dsn(dsn)}; stop it with `pgqueue embedded stop`)"
 
 
@@ -49,6 +59,7 @@ class App:
         self._description: str | None = None
         self._lock = threading.Lock()
         self._waiters: ResultWaiters | None = None
+        self._create_embedded = True
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.settings.schema!r} tasks={len(self.tasks)}>"
@@ -75,7 +86,7 @@ class App:
         if self._database is None:
             with self._lock:
                 if self._database is None:
-                    dsn, description = resolve_database(self.settings)
+                    dsn, description = resolve_database(self.settings, create=self._create_embedded)
                     self._description = description
                     logger.debug("pgqueue database: %s, schema %r", description, self.settings.schema)
                     self._database = db.Database(

@@ -44,7 +44,8 @@ def _env_help(name: str) -> str:
               "else the embedded server")
 @click.option("--app", "app_path", metavar="MODULE:ATTR", help=f"The App to load, e.g. myproject.tasks:app. {_env_help('app')}")
 @click.option("--schema", metavar="NAME", help=f"Schema of pgqueue's tables (default pgqueue). {_env_help('schema')}")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                              case_sensitive=False),
               help=f"Logging level (default INFO). {_env_help('log_level')}")
 @click.version_option(package_name="pgqueue", prog_name="pgqueue")
 @click.pass_context
@@ -58,16 +59,19 @@ def cli(ctx: click.Context, dsn: str | None, app_path: str | None, schema: str |
 # ------------------------------------------------------------------ helpers
 
 def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = True,
-             **command_options: Any) -> App:
-    """The App named by --app / PGQUEUE_APP (or a bare one), with the CLI's options applied."""
+             read_only: bool = False, **command_options: Any) -> App:
+    """The App named by --app / PGQUEUE_APP (or a bare one), with the CLI's options applied.
+    ``read_only`` commands never create the embedded server (they may start it)."""
     options = ctx.find_root().obj
     overrides = {k: options[k] for k in ("dsn", "schema", "log_level") if options.get(k)}
     overrides.update({k: v for k, v in command_options.items() if v is not None})
     from .settings import Settings
 
-    app_path = Settings.load({"app": options.get("app")}).app
+    app_settings = Settings.load({"app": options.get("app")})
+    app_path = app_settings.app
     if app_path:
-        app = import_app(app_path)
+        source = app_settings.source("app")
+        app = import_app(app_path, source="--app" if source == "argument" else source)
         app.configure(**overrides)
     elif require_app:
         raise errors.ConfigurationError(
@@ -76,17 +80,21 @@ def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = 
         )
     else:
         app = App(**overrides)
+    app._create_embedded = not read_only
     _setup_logging(app.settings.log_level)
     if announce:
         click.echo(f"pgqueue: database {app.database_description}, schema {app.settings.schema!r}", err=True)
     return app
 
 
-def import_app(path: str) -> App:
-    """Import ``module:attribute`` and return the App it names."""
+def import_app(path: str, source: str = "--app") -> App:
+    """Import ``module:attribute`` and return the App it names (``source`` says where the
+    path came from, for messages)."""
     module_name, _, attribute = path.partition(":")
+    where = f"{source} {path}"
     if not module_name or not attribute:
-        raise errors.ConfigurationError(f"--app must look like module:attribute (e.g. myproject.tasks:app), not {path!r}")
+        raise errors.ConfigurationError(f"the app must look like module:attribute (e.g. myproject.tasks:app), "
+                                        f"not {path!r} (from {source})")
     # Like `python -m`: modules of the current directory are importable.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -95,7 +103,7 @@ def import_app(path: str) -> App:
     except ImportError as exc:
         if getattr(exc, "name", None) == module_name or module_name.startswith(f"{exc.name}."):
             raise errors.ConfigurationError(
-                f"cannot import module {module_name!r} (from --app {path}): {exc}; run pgqueue from "
+                f"cannot import module {module_name!r} (from {where}): {exc}; run pgqueue from "
                 "your project's folder or put it on PYTHONPATH"
             ) from exc
         raise
@@ -104,9 +112,10 @@ def import_app(path: str) -> App:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise errors.ConfigurationError(f"module {module_name!r} has no attribute {attribute!r} (from --app {path})") from None
+            raise errors.ConfigurationError(f"module {module_name!r} has no attribute {attribute!r} (from {where})") from None
     if not isinstance(obj, App):
-        raise errors.ConfigurationError(f"{path} is a {type(obj).__name__}, not a pgqueue.App")
+        raise errors.ConfigurationError(f"{path} (from {source}) is of type {type(obj).__name__}, "
+                                        "not a pgqueue.App")
     return obj
 
 
@@ -223,7 +232,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from . import admin
     from .display import duration, table
 
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     app.check_schema()
     report = admin.status_report(app)
     if as_json:
@@ -263,7 +272,7 @@ def jobs(ctx: click.Context, queue: str | None, status_: str | None, task: str |
     from . import admin
     from .display import table
 
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     rows = admin.list_jobs(app, queue=queue, status=status_, task=task, since=since, limit=limit)
     if as_json:
         _echo_json(rows)
@@ -284,7 +293,7 @@ def job_command(ctx: click.Context, job_id: int, as_json: bool) -> None:
     from . import admin
     from .display import compact_json, human, table
 
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     detail = admin.job_detail(app, job_id)
     if as_json:
         _echo_json(detail)
@@ -329,11 +338,13 @@ def retry(ctx: click.Context, job_id: int | None, all_failed: bool, task: str | 
     """Send a failed job (or every failed one) back to the queue, with a fresh attempt budget."""
     from . import admin
 
-    if (job_id is None) == (not all_failed):
-        raise errors.ConfigurationError("give a job id, or --failed (optionally with --task / --queue), not both")
+    if job_id is None and not all_failed:
+        raise errors.ConfigurationError("give the id of a failed job, or --failed (optionally with --task / --queue)")
+    if job_id is not None and all_failed:
+        raise errors.ConfigurationError("give a job id or --failed, not both")
     if job_id is not None and (task or queue):
         raise errors.ConfigurationError("--task and --queue go with --failed, not with a job id")
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     if job_id is not None:
         admin.retry_job(app, job_id)
         click.echo(f"job {job_id} is queued again")
@@ -348,7 +359,7 @@ def retry(ctx: click.Context, job_id: int | None, all_failed: bool, task: str | 
 @click.pass_context
 def cancel(ctx: click.Context, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one by asking it to stop."""
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     status = app.job(job_id).cancel()
     if status == "cancelled":
         click.echo(f"job {job_id} is cancelled")
@@ -369,7 +380,7 @@ def prune(ctx: click.Context, older_than: str, batch: int) -> None:
     seconds = admin.parse_duration(older_than)
     if batch < 1:
         raise errors.ConfigurationError(f"--batch must be at least 1, not {batch}")
-    app = load_app(ctx)
+    app = load_app(ctx, read_only=True)
     last = [time.monotonic()]
 
     def progress(total: int) -> None:

@@ -28,6 +28,8 @@ from . import errors
 
 logger = logging.getLogger(__name__)
 
+# admin_shutdown, crash_shutdown, cannot_connect_now: reported to an idle session.
+_SESSION_ENDED_WHILE_IDLE = {"57P01", "57P02", "57P03"}
 # SQLSTATEs meaning "the pgqueue schema is not there (or is older than this code)".
 _MISSING_SCHEMA_STATES = {"42P01", "3F000", "42883", "42703"}
 _CONSTRAINT_MESSAGES = {
@@ -46,15 +48,18 @@ def normalise_dsn(dsn: str) -> str:
     return re.sub(r"^postgres(ql)?\+[a-z0-9_]+://", "postgresql://", dsn.strip())
 
 
-def check_dsn(dsn: str) -> dict[str, str]:
-    """Parse a DSN, or raise ConfigurationError saying what is wrong with it."""
+def check_dsn(dsn: str, source: str | None = None) -> dict[str, str]:
+    """Parse a DSN, or raise ConfigurationError saying what is wrong with it (and where
+    it came from, when ``source`` says)."""
+    origin = f" (from {source})" if source else ""
     if not dsn or not dsn.strip():
-        raise errors.ConfigurationError("the DSN is empty; give a PostgreSQL URL such as postgresql://user@host/db")
+        raise errors.ConfigurationError(
+            f"the DSN is empty{origin}; give a PostgreSQL URL such as postgresql://user@host/db")
     try:
         return conninfo.conninfo_to_dict(normalise_dsn(dsn))
     except psycopg.ProgrammingError as exc:
         raise errors.ConfigurationError(
-            f"cannot parse DSN {mask_dsn(dsn)!r}: {_one_line(exc)}; expected a URL like "
+            f"cannot parse DSN {mask_dsn(dsn)!r}{origin}: {_one_line(exc)}; expected a URL like "
             "postgresql://user:password@host:5432/dbname or key=value pairs"
         ) from exc
 
@@ -111,9 +116,10 @@ def translate(exc: Exception, *, schema: str, dsn: str | None = None) -> Excepti
     state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     where = f" in {mask_dsn(dsn)}" if dsn else ""
     if state in _MISSING_SCHEMA_STATES:
+        command = "pgqueue migrate" if schema == "pgqueue" else f"pgqueue --schema {schema} migrate"
         return errors.SchemaNotMigrated(
-            f"the pgqueue schema {schema!r} is missing or out of date{where} "
-            f"({_one_line(exc)}): run `pgqueue migrate` (or App.migrate())"
+            f"the pgqueue schema {schema!r} is missing or out of date{where}: run `{command}` "
+            "(or App.migrate())"
         )
     if state == "23514":  # check_violation
         diag = getattr(exc, "diag", None)
@@ -239,18 +245,25 @@ class Database:
 
     def fetch(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one statement on a pooled connection (its own transaction)."""
-        try:
-            with self.connection() as conn:
-                with conn.cursor(row_factory=dict_row) as cur:
-                    cur.execute(query, params or {})
-                    return cur.fetchall() if cur.description else []
-        except errors.PgQueueError:
-            raise
-        except Exception as exc:
-            translated = translate(exc, schema=self.schema, dsn=self.dsn)
-            if translated is exc:
+        for attempt in (1, 2):
+            try:
+                with self.connection() as conn:
+                    with conn.cursor(row_factory=dict_row) as cur:
+                        cur.execute(query, params or {})
+                        return cur.fetchall() if cur.description else []
+            except errors.PgQueueError:
                 raise
-            raise translated from exc
+            except Exception as exc:
+                # A pooled connection whose server shut it down while it sat idle (a
+                # restart): the server said so before running anything, so running the
+                # statement again on a fresh connection cannot run it twice.
+                if attempt == 1 and getattr(exc, "sqlstate", None) in _SESSION_ENDED_WHILE_IDLE:
+                    continue
+                translated = translate(exc, schema=self.schema, dsn=self.dsn)
+                if translated is exc:
+                    raise
+                raise translated from exc
+        raise AssertionError("not reached")
 
     def close(self) -> None:
         with self._lock:

@@ -55,7 +55,8 @@ class Job:
     def cancel(self, reason: str = "cancelled by user") -> str:
         """Cancel the job: a queued job becomes ``cancelled`` at once (returned); for a running
         job cancellation is requested (``running`` is returned): async tasks are cancelled,
-        sync tasks can check ``pgqueue.current_job().cancel_requested()``. A finished job
+        sync tasks can check ``pgqueue.current_job().cancel_requested`` and return or raise
+        (the job then ends ``cancelled``). A finished job
         cannot be cancelled (JobStateError), except that cancelling twice is harmless.
         """
         rows = self.app.database.fetch(self._queries().job_cancel, {"id": self.id, "reason": reason})
@@ -81,11 +82,17 @@ class Job:
         waiters = self.app.result_waiters
         event = waiters.subscribe(self.id)
         try:
+            generation = waiters.generation
             waiter = database.fetch(queries.job_wait_register, {"id": self.id})[0]["id"]
             try:
                 pause = 0.05
                 while True:
                     event.clear()
+                    if waiters.generation != generation:
+                        # The listener reconnected: after a crash restart our row is gone.
+                        generation = waiters.generation
+                        database.fetch(queries.job_wait_unregister, {"waiter": waiter})
+                        waiter = database.fetch(queries.job_wait_register, {"id": self.id})[0]["id"]
                     finished, value = self._outcome()
                     if finished:
                         return value

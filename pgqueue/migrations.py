@@ -73,7 +73,7 @@ def migrate(dsn: str, schema: str, *, connect_timeout: float = 5.0,
     finally:
         engine.dispose()
     if before != after:
-        logger.info("migrated schema %r from %s to %s", schema, before or "nothing", after)
+        logger.debug("migrated schema %r from %s to %s", schema, before or "nothing", after)
     return before, after
 
 
@@ -211,7 +211,7 @@ def check_revision(conn: psycopg.Connection, schema: str) -> str:
             rows = db.fetch_all(conn, sqlfiles.queries_for(schema).meta_schema_revision)
     except psycopg.errors.UndefinedTable as exc:
         raise errors.SchemaNotMigrated(
-            f"the pgqueue schema {schema!r} does not exist in this database: run `pgqueue migrate`"
+            f"the pgqueue schema {schema!r} does not exist in this database: run `{_migrate_command(schema)}`"
         ) from exc
     current = rows[0][0] if rows else None
     if current == head:
@@ -220,9 +220,13 @@ def check_revision(conn: psycopg.Connection, schema: str) -> str:
     if current is None or current in known:
         raise errors.SchemaNotMigrated(
             f"the pgqueue schema {schema!r} is at revision {current or 'none'}, this pgqueue needs "
-            f"{head}: run `pgqueue migrate`"
+            f"{head}: run `{_migrate_command(schema)}`"
         )
     raise errors.SchemaNotMigrated(
         f"the pgqueue schema {schema!r} is at revision {current}, newer than this pgqueue "
         f"{__version__} knows (up to {head}): upgrade pgqueue"
     )
+
+
+def _migrate_command(schema: str) -> str:
+    return "pgqueue migrate" if schema == "pgqueue" else f"pgqueue --schema {schema} migrate"

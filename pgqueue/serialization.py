@@ -22,6 +22,19 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+def check_encodable(text: str, what: str) -> str:
+    """Refuse text the database cannot store (lone surrogates: undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.ArgumentNotSerializable(
+            f"{what} holds a string that is not valid Unicode ({exc.reason}), "
+            "typically a file name or bytes decoded with errors='surrogateescape': pass it as valid "
+            "text, e.g. name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')"
+        ) from None
+    return text
+
+
 class CallCheck:
     """Checks that a call fits a task's signature (caught at enqueue, not at run time).
 
@@ -58,13 +71,34 @@ class CallCheck:
             ) from None
 
 
+def has_non_string_keys(value: Any) -> bool:
+    """Whether a dict inside ``value`` has a key that is not a string. JSON would turn
+    ``{1: "a"}`` into ``{"1": "a"}`` without a word: the task would get other data."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return True
+            if isinstance(item, (dict, list, tuple)) and has_non_string_keys(item):
+                return True
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, (dict, list, tuple)) and has_non_string_keys(item):
+                return True
+    return False
+
+
 def encode_call(func: Callable[..., Any], task_name: str, args: Sequence[Any],
                 kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """JSON texts of the positional and keyword arguments, or a precise error."""
     try:
-        return dumps(list(args)), dumps(dict(kwargs))
+        encoded = dumps(list(args)), dumps(dict(kwargs))
     except (TypeError, ValueError):
         pass
+    else:
+        if not (has_non_string_keys(args) or has_non_string_keys(dict(kwargs))):
+            for text in encoded:
+                check_encodable(text, f"an argument of task {task_name!r}")
+            return encoded
     names = _parameter_names(func, len(args))
     for index, value in enumerate(args):
         _check(task_name, names[index], value)
@@ -96,7 +130,8 @@ def _check(task_name: str, argument: str, value: Any) -> None:
     if isinstance(bad, float):
         what = f"the float {bad!r}, which JSON cannot represent"
     elif isinstance(bad, _BadKey):
-        what = f"a dict key of type {type(bad.key).__name__} ({bad.key!r}); keys must be strings"
+        what = (f"a dict key of type {type(bad.key).__name__}, which JSON would turn into a "
+                f"string ({bad.key!r} -> {str(bad.key)!r})")
     else:
         what = f"of type {type(bad).__module__}.{type(bad).__qualname__}".replace("builtins.", "")
         what = f"a value {what}, which cannot be stored as JSON"
@@ -125,7 +160,7 @@ def _first_problem(value: Any, path: str) -> tuple[str, Any] | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return path, _BadKey(key)
+                return f"{path}[{key!r}]", _BadKey(key)
             found = _first_problem(item, f"{path}[{key!r}]")
             if found:
                 return found

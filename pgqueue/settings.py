@@ -15,6 +15,7 @@ the CLI help are checked against it, so there is one description per setting.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -24,7 +25,11 @@ from typing import Any, Mapping
 from . import errors
 from .sqlfiles import validate_schema_name
 
+logger = logging.getLogger(__name__)
+
 ENV_PREFIX = "PGQUEUE_"
+# PGQUEUE_* variables that are not settings: the test suite's and the benchmarks' servers.
+_OTHER_ENV = frozenset({"PGQUEUE_TEST_DSN", "PGQUEUE_BENCH_DSN"})
 
 DEFAULT_SCHEMA = "pgqueue"
 DEFAULT_CONCURRENCY = 20
@@ -111,7 +116,7 @@ class Settings:
     )
     pool_size: int = _setting(DEFAULT_POOL_SIZE, "Largest number of connections in the App's pool.")
     connect_timeout: float = _setting(
-        DEFAULT_CONNECT_TIMEOUT, "Seconds to wait for the server when connecting."
+        DEFAULT_CONNECT_TIMEOUT, "Seconds to wait for the server when connecting (libpq waits at least 2)."
     )
     log_level: str = _setting("INFO", "Logging level of the worker and the CLI.")
     embedded_dir: str = _setting(
@@ -145,13 +150,13 @@ class Settings:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for name in names:
-            env_name = ENV_PREFIX + name.upper()
+            variable = ENV_PREFIX + name.upper()
             if name in overrides:
                 values[name] = _coerce(name, overrides[name], "argument " + name)
                 sources[name] = "argument"
-            elif environ.get(env_name, "") != "":
-                values[name] = _coerce(name, environ[env_name], env_name)
-                sources[name] = env_name
+            elif environ.get(variable, "") != "":
+                values[name] = _coerce(name, environ[variable], variable)
+                sources[name] = variable
             elif name == "dsn" and environ.get("DATABASE_URL", "") != "":
                 values[name] = _coerce(name, environ["DATABASE_URL"], "DATABASE_URL")
                 sources[name] = "DATABASE_URL"
@@ -159,6 +164,11 @@ class Settings:
                 where = f"{pyproject_path} [tool.pgqueue] {name}"
                 values[name] = _coerce(name, table[name], where)
                 sources[name] = str(pyproject_path)
+        unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX)
+                             and k[len(ENV_PREFIX):].lower() not in names and k not in _OTHER_ENV)
+        if unknown_env:
+            logger.warning("ignoring %s: not a pgqueue setting (settings are: %s)",
+                           ", ".join(unknown_env), ", ".join(env_name(n) for n in names))
         settings = cls(**values, sources=sources)
         settings.validate()
         return settings
@@ -206,7 +216,8 @@ class Settings:
             )
         if self.log_level not in LOG_LEVELS:
             raise errors.ConfigurationError(
-                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r} "
+                f"(from {self.source('log_level')})"
             )
         if self.app is not None and ":" not in self.app:
             raise errors.ConfigurationError(

@@ -192,17 +192,22 @@ class EnqueueOptions:
                 args, kwargs = (), call if isinstance(call, dict) else dict(call)
             else:
                 raise errors.InvalidArguments(
-                    f"item {index} of enqueue_many for task {task.name!r} is a "
+                    f"item {index} of enqueue_many for task {task.name!r} is of type "
                     f"{type(call).__name__}: give a tuple of positional arguments or a dict of "
                     "keyword arguments per job (wrap a single argument: (value,))"
                 )
-            task.check_call(args, kwargs)
+            try:
+                task.check_call(args, kwargs)
+            except errors.InvalidArguments as exc:
+                raise errors.InvalidArguments(f"item {index}: {exc}") from None
             all_args.append(args)
             all_kwargs.append(kwargs)
         # One JSON document per column: one encoder call here, one parse in PostgreSQL.
         try:
             args_json = serialization.dumps(all_args)
             kwargs_json = serialization.dumps(all_kwargs) if any(all_kwargs) else None
+            if serialization.has_non_string_keys(all_args) or serialization.has_non_string_keys(all_kwargs):
+                raise ValueError("a dict key is not a string")
         except (TypeError, ValueError):
             for index, (args, kwargs) in enumerate(zip(all_args, all_kwargs)):
                 try:
@@ -210,6 +215,9 @@ class EnqueueOptions:
                 except errors.ArgumentNotSerializable as exc:
                     raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
             raise
+        serialization.check_encodable(args_json, f"an argument of task {task.name!r}")
+        if kwargs_json is not None:
+            serialization.check_encodable(kwargs_json, f"a keyword argument of task {task.name!r}")
         params = self._params()
         params["args"], params["kwargs"], params["count"] = args_json, kwargs_json, len(all_args)
         return task.app._insert_jobs(params, conn=self.conn)

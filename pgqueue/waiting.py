@@ -7,8 +7,10 @@ connection and wakes the waiters of each id it hears about. So a web app with fi
 requests waiting on results uses one connection to wait, not fifty pool connections.
 
 Waiters also look at their job again after growing pauses (50 ms up to 10 s): that
-covers the instant between registering and the first look, and notifications lost
-while the listener reconnects (it wakes every waiter when it does).
+covers the instant between registering and the first look. When the listener
+reconnects it wakes every waiter, and a waiter registers again (the table is
+unlogged: a crash restart empties it). TCP keepalives make a vanished server or a
+dropped idle connection show up within seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class ResultWaiters:
         self._events: dict[int, set[threading.Event]] = {}
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
+        #: Incremented at every (re)connection of the listener: a waiter whose registration
+        #: predates the current connection registers again.
+        self.generation = 0
 
     def subscribe(self, job_id: int) -> threading.Event:
         event = threading.Event()
@@ -76,8 +81,12 @@ class ResultWaiters:
                     self._listening.clear()
                     return  # nobody waits: the next subscriber starts a new listener
             try:
-                with db.connect(self._app.database.dsn, connect_timeout=settings.connect_timeout) as conn:
+                with db.connect(self._app.database.dsn, connect_timeout=settings.connect_timeout,
+                                keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                                keepalives_count=3) as conn:
                     conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+                    with self._lock:
+                        self.generation += 1
                     self._listening.set()
                     self._wake(None)  # anything finished while nobody listened: look again
                     while True:

@@ -65,7 +65,7 @@ def test_bad_app_path_is_one_line(database_dsn) -> None:
     result = run("--app", "no_such_module:app", "--dsn", database_dsn, "migrate")
     assert_one_line_error(result, "cannot import module 'no_such_module'")
     result = run("--app", "os:path", "--dsn", database_dsn, "migrate")
-    assert_one_line_error(result, "os:path is a module, not a pgqueue.App")
+    assert_one_line_error(result, "os:path (from --app) is of type module, not a pgqueue.App")
 
 
 def test_no_dsn_uses_the_embedded_server_and_keeps_data(tmp_path) -> None:
@@ -86,3 +86,18 @@ def test_no_dsn_uses_the_embedded_server_and_keeps_data(tmp_path) -> None:
         assert "is up to date" in again.stdout, again.stderr
     finally:
         run("embedded", "stop", cwd=project)
+
+
+def test_read_only_commands_do_not_create_an_embedded_server(tmp_path) -> None:
+    project = tmp_path / "empty"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "empty"\n')
+    result = run("status", cwd=project)
+    assert_one_line_error(result, "no database is configured")
+    assert not (project / ".pgqueue").exists()
+
+
+def test_unknown_pgqueue_variables_are_reported(database_dsn, schema_name) -> None:
+    result = run("schema", env={"PGQUEUE_CONCURENCY": "5"})
+    assert result.returncode == 0
+    assert "ignoring PGQUEUE_CONCURENCY: not a pgqueue setting" in result.stderr

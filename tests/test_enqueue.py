@@ -169,7 +169,7 @@ def test_arguments_that_do_not_fit_the_signature_are_refused(app, add) -> None:
         add.enqueue(1, 2, 3)
     with pytest.raises(pgqueue.InvalidArguments, match="unexpected keyword argument 'c'"):
         app.enqueue_many(add, [{"a": 1, "c": 2}])
-    with pytest.raises(pgqueue.InvalidArguments, match="item 0 .* is a int"):
+    with pytest.raises(pgqueue.InvalidArguments, match="item 0 .* is of type int"):
         app.enqueue_many(add, [1])
 
 

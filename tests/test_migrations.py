@@ -120,10 +120,10 @@ def test_two_schemas_are_independent_queues(make_app) -> None:
 
 def test_unmigrated_schema_says_to_run_migrate(make_app) -> None:
     app = make_app()
-    with pytest.raises(pgqueue.SchemaNotMigrated, match="run `pgqueue migrate`"):
+    with pytest.raises(pgqueue.SchemaNotMigrated, match=f"run `pgqueue --schema {app.settings.schema} migrate`"):
         app.check_schema()
     task = app.task(lambda x: x, name="t")
-    with pytest.raises(pgqueue.SchemaNotMigrated, match="run `pgqueue migrate`"):
+    with pytest.raises(pgqueue.SchemaNotMigrated, match=f"run `pgqueue --schema {app.settings.schema} migrate`"):
         task.enqueue(1)
 
 

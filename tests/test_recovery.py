@@ -102,7 +102,8 @@ def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -
                                              "version": "test",
                                              "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
     admin.execute(q.job_claim, {"runner_id": dead, "limit": 50, "queues": None, "can_wait": False})
-    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (dead,))
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour', dead_after = 0.001 "
+                  "WHERE id = %s", (dead,))
     barrier = threading.Barrier(6)
     results: list[object] = []
 
@@ -110,7 +111,7 @@ def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -
         with psycopg.connect(database_dsn, autocommit=True) as conn:
             barrier.wait()
             try:
-                results.append(reap(conn, q, dead_after=10, max_crashes=3))
+                results.append(reap(conn, q, max_crashes=3))
             except Exception as exc:  # asserted below
                 results.append(exc)
 
@@ -135,15 +136,31 @@ def test_the_reaper_gives_a_restarted_server_a_grace_period(app, admin) -> None:
     schema = app.settings.schema
     q = app.queries
     runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test",
-                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
-    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = pg_postmaster_start_time() - interval '1 hour' "
-                  "WHERE id = %s", (runner,))
-    started = admin.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()[0]
-    result = reap(admin, q, dead_after=float(started) + 3600, max_crashes=3)
-    assert result.dead_runners == ()
-    result = reap(admin, q, dead_after=max(float(started) - 1, 2), max_crashes=3)
-    assert result.dead_runners == (runner,)
+                                               "version": "test", "heartbeat_interval": 1,
+                                               "dead_after": 10}).fetchone()[0]
+    up = float(admin.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()[0])
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = pg_postmaster_start_time() - interval '1 hour', "
+                  "dead_after = %s WHERE id = %s", (up + 3600, runner))
+    assert reap(admin, q, max_crashes=3).dead_runners == ()
+    admin.execute(f'UPDATE "{schema}".runners SET dead_after = %s WHERE id = %s', (max(up - 1, 2), runner))
+    assert reap(admin, q, max_crashes=3).dead_runners == (runner,)
+
+
+def test_the_reaper_uses_each_runners_own_lease(app, admin) -> None:
+    schema = app.settings.schema
+    q = app.queries
+    slow = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
+                                             "version": "test", "heartbeat_interval": 20,
+                                             "dead_after": 60}).fetchone()[0]
+    fast = admin.execute(q.runner_register, {"host": "h", "pid": 2, "queues": None, "concurrency": 1,
+                                             "version": "test", "heartbeat_interval": 0.5,
+                                             "dead_after": 2}).fetchone()[0]
+    # The server must have been up longer than the fast lease (a younger server grants a full one).
+    wait_for(lambda: admin.execute("SELECT now() - pg_postmaster_start_time() > interval '3 s'").fetchone()[0],
+             message="the server to be up for 3 s")
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '5 seconds'")
+    assert reap(admin, q, max_crashes=3).dead_runners == (fast,)
+    assert admin.execute(f'SELECT state FROM "{schema}".runners WHERE id = %s', (slow,)).fetchone() == ("running",)
 
 
 def test_a_poison_pill_fails_after_the_crash_budget_and_workers_survive(wapp, start_worker, admin) -> None:
@@ -195,6 +212,27 @@ def test_a_runner_that_cannot_heartbeat_loses_its_lease(app, admin) -> None:
     assert lost and lost[0][0] == 7 and lost[0][1].startswith("no successful heartbeat for ")
 
 
+def test_an_expired_lease_is_renewed_when_the_row_is_still_alive(app, admin, database_dsn) -> None:
+    q = app.queries
+    runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
+                                               "version": "test", "heartbeat_interval": 1,
+                                               "dead_after": 10}).fetchone()[0]
+    seen: list[tuple] = []
+    heartbeat = Heartbeat(
+        connection=ServiceConnection(database_dsn, "heartbeat", 2), queries=q, interval=0.5,
+        dead_after=2.0, outage=OutageLog(), on_lease_lost=lambda r, why: seen.append(("lost", r)),
+        on_cancel_requested=lambda ids: None,
+        on_lease_expired=lambda r, why: seen.append(("expired", r)),
+        on_lease_renewed=lambda r, silent: seen.append(("renewed", r)),
+    )
+    heartbeat.follow(runner)
+    heartbeat._last_ok -= 3.0  # as if the process had been paused for 3 s
+    assert heartbeat.expired()
+    assert heartbeat.run_once() is True
+    assert seen == [("expired", runner), ("renewed", runner)]
+    assert not heartbeat.expired()
+
+
 def test_a_runner_declared_dead_hears_it_from_its_heartbeat(app, admin, database_dsn) -> None:
     q = app.queries
     runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
@@ -208,7 +246,7 @@ def test_a_runner_declared_dead_hears_it_from_its_heartbeat(app, admin, database
     )
     heartbeat.follow(runner)
     assert heartbeat.run_once() is True
-    reap(admin, q, dead_after=2.0, max_crashes=3, runner_id=runner, reason="test")
+    reap(admin, q, max_crashes=3, runner_id=runner, reason="test")
     assert heartbeat.run_once() is False
     assert lost == [(runner, "declared dead by the reaper")]
 
@@ -258,3 +296,23 @@ def test_stopping_while_the_database_is_down_ends_in_bounded_time(private_server
     code = worker.wait(timeout=40)
     assert code == 1, worker.log()
     assert "could not mark runner" in worker.log()
+
+
+def test_a_long_outage_during_a_restart_does_not_rerun_the_work(private_server, start_worker) -> None:
+    """The lease expires while the server is down; back up, the runner finds its row alive
+    (nobody took its jobs): it resumes, and the job runs once, with no crash counted."""
+    server, dsn, app = private_server
+    worker = start_worker(*FAST, dsn=dsn)
+    runner = worker.runner_id()
+    job = app.tasks["recorded_sleep"].enqueue(5.0)
+    wait_for(lambda: job.status() == "running", message="the job to start")
+    server.stop()
+    wait_for(lambda: "its lease has expired" in worker.log(), timeout=20, message="the lease to expire")
+    server.ensure_running()
+    assert job.result(timeout=40) == "slept 5.0"
+    row = job.info()
+    assert (row["attempts"], row["crashes"]) == (1, 0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        runs = conn.execute(f'SELECT runner_id, note FROM "{app.settings.schema}".executions ORDER BY at').fetchall()
+    assert runs == [(runner, "start"), (runner, "end")]
+    assert "still alive, resuming" in worker.log()

@@ -24,9 +24,9 @@ def test_far_jobs_wait_outside_the_claim_index_until_promoted(app, admin) -> Non
     due = dict(admin.execute(f'SELECT id, due FROM "{schema}".jobs').fetchall())
     assert (due[soon.id], due[later.id]) == (True, False)
     # Its time comes near: the reaper tick promotes it, no earlier.
-    assert reap(admin, app.queries, dead_after=10, max_crashes=3).promoted == 0
+    assert reap(admin, app.queries, max_crashes=3).promoted == 0
     admin.execute(f"UPDATE \"{schema}\".jobs SET run_at = now() - interval '1 s' WHERE id = %s", (later.id,))
-    assert reap(admin, app.queries, dead_after=10, max_crashes=3).promoted == 1
+    assert reap(admin, app.queries, max_crashes=3).promoted == 1
     runner = register(app, admin)
     rows = admin.execute(app.queries.job_claim, {"runner_id": runner, "limit": 5, "queues": None,
                                                  "can_wait": False}).fetchall()

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Released migrations never change: a new change is a new file. If you must edit an
 # unreleased migration, update its hash here in the same commit.
 MIGRATION_SHA256 = {
-    "0001": None,
-    "0002": None,
+    "0001": "fe3a3003ff61436d174693c6e6b2f89b68aaa8591c7e1cdfcd7047ec456cac73",
+    "0002": "53fc1c2db46267c60805c9724d73c0d2fc2fbee988ce495ce8bb2e92b1aaee73",
 }
 
 

@@ -120,6 +120,10 @@ def test_unknown_task_and_bad_results_fail_clearly(wapp, start_worker, admin) ->
         wapp.tasks["bad_result"].enqueue().result(timeout=20)
     with pytest.raises(pgqueue.JobFailed, match="OutcomeNotStored"):
         wapp.tasks["nul_result"].enqueue().result(timeout=20)
+    with pytest.raises(pgqueue.JobFailed, match="OutcomeNotStored"):
+        wapp.tasks["surrogate_result"].enqueue().result(timeout=20)
+    # Such outcomes never jam the worker: the next job goes through.
+    assert wapp.tasks["add"].enqueue(2, 2).result(timeout=20) == 4
 
 
 def test_cancel_a_running_job(wapp, start_worker) -> None:
@@ -132,6 +136,8 @@ def test_cancel_a_running_job(wapp, start_worker) -> None:
     for job in (sync_job, async_job):
         with pytest.raises(pgqueue.JobCancelled):
             job.result(timeout=20)
+    # The sync task saw the flag and returned early: cancelled, with what it returned kept.
+    assert sync_job.info()["result"] == "stopped early"
 
 
 def test_log_records_carry_the_job(wapp, start_worker) -> None:

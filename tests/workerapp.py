@@ -122,12 +122,18 @@ def nul_result() -> str:
     return "a\x00b"
 
 
+@app.task(name="surrogate_result")
+def surrogate_result() -> str:
+    """Returns what os.listdir returns for a file name that is not valid UTF-8."""
+    return "caf\udce9.txt"
+
+
 @app.task(name="cancellable", max_attempts=1)
 def cancellable(seconds: float) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if pgqueue.current_job().cancel_requested:
-            raise RuntimeError("stopping: cancellation requested")
+            return "stopped early"
         time.sleep(0.02)
     return "finished"
 

@@ -10,9 +10,11 @@ id, the order the reaper locks rows in, so the two never deadlock.
 Failure modes: while the database is unreachable (or a statement fails in a way a
 retry cures), outcomes stay queued in memory and are written later, with backoff in
 between. Fencing decides whether each still applies: a write that matches no row
-(the attempt was reclaimed meanwhile) is dropped and reported, never retried. Only
-when the database refuses an outcome's data (say, a result it cannot store) is that
-one outcome replaced by a failure that says why. The thread never dies.
+(the attempt was reclaimed meanwhile) is dropped and reported, never retried; after
+a connection was lost mid-write, such an outcome is first looked up, as the lost
+write may have committed. A batch refused for any other reason is written one outcome
+at a time, and the outcome the database refuses (say, a result it cannot store) is
+replaced by a failure that says why. The thread never dies.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any, Callable
-
-import psycopg
 
 from .. import serialization, sqlfiles
 from . import outcomes
@@ -54,6 +54,7 @@ class Completer:
         self._cond = threading.Condition()
         self._pending: list[outcomes.Outcome] = []
         self._writing: list[outcomes.Outcome] = []
+        self._maybe_written: set[tuple[int, int]] = set()  # sent when a connection was lost
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -123,15 +124,34 @@ class Completer:
     def _write_batch(self, batch: list[outcomes.Outcome]) -> None:
         try:
             written = self._write(batch)
-        except psycopg.DataError:
+        except Exception as exc:
+            if is_connection_error(exc) or is_transient(exc):
+                for outcome in batch:
+                    self._maybe_written.add((outcome.job_id, outcome.attempt))
+                raise
             self._conn.discard()
+            logger.warning("a batch of %d outcome(s) was refused (%s); writing them one by one",
+                           len(batch), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self._write_one_by_one(batch)
             return
         self._done(batch, written)
 
     def _write(self, batch: list[outcomes.Outcome]) -> set[int]:
-        rows = self._conn.get().execute(self._queries.job_finish, finish_params(batch)).fetchall()
-        return {row[0] for row in rows}
+        conn = self._conn.get()
+        rows = conn.execute(self._queries.job_finish, finish_params(batch)).fetchall()
+        written = {row[0] for row in rows}
+        doubtful = [o for o in batch if o.job_id not in written
+                    and (o.job_id, o.attempt) in self._maybe_written]
+        if doubtful:
+            # The reply to an earlier try was lost with its connection: the write may have
+            # committed then. The job showing that outcome for that attempt says it did.
+            rows = conn.execute(self._queries.job_outcome_check, {
+                "ids": [o.job_id for o in doubtful], "attempts": [o.attempt for o in doubtful],
+                "statuses": [o.status for o in doubtful]}).fetchall()
+            written |= {row[0] for row in rows}
+        for outcome in batch:
+            self._maybe_written.discard((outcome.job_id, outcome.attempt))
+        return written
 
     def _done(self, batch: list[outcomes.Outcome], written: set[int]) -> None:
         try:
@@ -144,15 +164,17 @@ class Completer:
             self._cond.notify_all()
 
     def _write_one_by_one(self, batch: list[outcomes.Outcome]) -> None:
-        """A batch the database refused for its data: find the outcome at fault and replace
-        it by a failure that says why; write the others as they are. Connection errors
-        propagate (the caller keeps what is left and retries)."""
+        """A batch the database refused: find the outcome at fault and replace it by a
+        failure that says why; write the others as they are. Connection errors and errors
+        a retry cures propagate (the caller keeps what is left and retries)."""
         for outcome in batch:
             try:
                 written = self._write([outcome])
-            except psycopg.DataError as exc:
+            except Exception as exc:
+                if is_connection_error(exc) or is_transient(exc):
+                    raise
                 self._conn.discard()
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = outcomes.clean_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 error = {"type": "OutcomeNotStored",
                          "message": f"the database refused this attempt's outcome: {reason}",
                          "traceback": ""}

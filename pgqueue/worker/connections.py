@@ -107,7 +107,8 @@ class ServiceConnection:
 
     ``io_timeout`` bounds how long a statement may take, on the server (statement_timeout)
     and on the wire (tcp_user_timeout: unacknowledged data, for a server or host that
-    vanished mid-statement; keepalives only cover idle connections).
+    vanished mid-statement; keepalives only cover idle connections), and how long a
+    transaction may sit idle holding locks (idle_in_transaction_session_timeout).
     """
 
     def __init__(self, dsn: str, role: str, connect_timeout: float, *,
@@ -137,8 +138,12 @@ class ServiceConnection:
             if self.generic_plans:
                 conn.execute("SET plan_cache_mode = force_generic_plan")
             if self.io_timeout:
-                conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                             [str(max(int(self.io_timeout * 1000), 1000))])
+                # A statement may take io_timeout; a transaction left idle that long (its
+                # thread stalled, its process paused) is ended, and its locks released.
+                millis = str(max(int(self.io_timeout * 1000), 1000))
+                conn.execute("SELECT set_config('statement_timeout', %(ms)s, false), "
+                             "set_config('idle_in_transaction_session_timeout', %(ms)s, false)",
+                             {"ms": millis})
             self._conn = conn
         return conn
 

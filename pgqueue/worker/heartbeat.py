@@ -11,8 +11,12 @@ States and invariants:
   (``on_lease_lost``) and must stop writing as itself.
 * No successful beat for ``runner_dead_after`` seconds, measured on this process's
   monotonic clock from the moment the last successful beat was *sent* (so the local
-  deadline falls before the database's): the lease is gone even if nobody has reaped
-  the runner yet (cut off from the database, or the process was paused).
+  deadline falls before the database's): the lease has expired (cut off from the
+  database, or the process was paused), and the runner is told (``on_lease_expired``):
+  it stops claiming. The heartbeat keeps trying. If a beat then finds the row still
+  ``running``, nobody declared the runner dead and nobody took its jobs, so the lease
+  is renewed (``on_lease_renewed``) and its attempts are still its own; if it finds the
+  row dead, the lease is lost (``on_lease_lost``).
 * The beat also returns the attempts the database assigns to the runner (so the runner
   can hand back one it does not know) and those whose cancellation was requested.
 * The loop never dies: an error in a beat or in a callback is logged and the next beat
@@ -42,7 +46,9 @@ class Heartbeat(Service):
                  dead_after: float, outage: OutageLog,
                  on_lease_lost: Callable[[int, str], None],
                  on_cancel_requested: Callable[[list[int]], None],
-                 on_running: Callable[[int, list[tuple[int, int]]], None] | None = None) -> None:
+                 on_running: Callable[[int, list[tuple[int, int]]], None] | None = None,
+                 on_lease_expired: Callable[[int, str], None] | None = None,
+                 on_lease_renewed: Callable[[int, float], None] | None = None) -> None:
         super().__init__(connection)
         self._queries = queries
         self.interval = interval
@@ -51,6 +57,9 @@ class Heartbeat(Service):
         self._on_lease_lost = on_lease_lost
         self._on_cancel_requested = on_cancel_requested
         self._on_running = on_running
+        self._on_lease_expired = on_lease_expired
+        self._on_lease_renewed = on_lease_renewed
+        self._expired = False
         self._lock = threading.Lock()
         self._runner_id: int | None = None
         self._last_ok = time.monotonic()
@@ -60,6 +69,12 @@ class Heartbeat(Service):
         with self._lock:
             self._runner_id = runner_id
             self._last_ok = time.monotonic()
+            self._expired = False
+
+    def expired(self) -> bool:
+        """Whether the lease has expired locally (no successful beat for dead_after)."""
+        with self._lock:
+            return self._runner_id is not None and time.monotonic() - self._last_ok > self.dead_after
 
     def forget(self) -> None:
         with self._lock:
@@ -75,15 +90,19 @@ class Heartbeat(Service):
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
 
     def run_once(self) -> bool:
-        """One beat; False when the lease is (now known to be) lost."""
+        """One beat; False while the lease is expired or lost."""
         with self._lock:
             runner_id, last_ok = self._runner_id, self._last_ok
         if runner_id is None:
             return True
         silent = time.monotonic() - last_ok
-        if silent > self.dead_after:
-            self._lost(runner_id, f"no successful heartbeat for {silent:.1f} s")
-            return False
+        if silent > self.dead_after and not self._expired:
+            self._expired = True
+            reason = f"no successful heartbeat for {silent:.1f} s"
+            if self._on_lease_expired is None:
+                self._lost(runner_id, reason)
+                return False
+            self._on_lease_expired(runner_id, reason)
         sent = time.monotonic()
         try:
             row = self._conn.get().execute(self._queries.runner_heartbeat,
@@ -94,14 +113,18 @@ class Heartbeat(Service):
                 self._outage.failed("heartbeat", exc)
             elif not is_transient(exc):
                 logger.exception("heartbeat of runner %s failed", runner_id)
-            return True
+            return not self._expired
         self._outage.ok("heartbeat")
         if row is None:
             self._lost(runner_id, "declared dead by the reaper")
             return False
+        renewed = False
         with self._lock:
             if self._runner_id == runner_id:
                 self._last_ok = sent
+                renewed, self._expired = self._expired, False
+        if renewed and self._on_lease_renewed is not None:
+            self._on_lease_renewed(runner_id, silent)
         cancel_requested, running_ids, running_attempts = row
         if cancel_requested:
             self._on_cancel_requested(list(cancel_requested))

@@ -13,6 +13,7 @@ runner died) is not a failure: the reaper counts those apart (``crashes``).
 
 from __future__ import annotations
 
+import json
 import random
 import traceback
 from dataclasses import dataclass
@@ -53,13 +54,33 @@ class Outcome:
     reason: str = ""
 
 
+def clean_text(text: str) -> str:
+    """Text PostgreSQL can store: lone surrogates (undecodable bytes, e.g. from os.listdir)
+    become backslash escapes instead of making the whole write fail; NUL characters go."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def storable_json(value: Any) -> str:
+    """JSON text for a result; escapes what the server's UTF-8 encoding could not carry."""
+    text = serialization.dumps(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text
+
+
 def describe_error(exc: BaseException) -> dict[str, str]:
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
-    message = str(exc)
+    message = clean_text(str(exc))
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "... (truncated)"
-    tb = "".join(traceback.format_exception(exc))
+    tb = clean_text("".join(traceback.format_exception(exc)))
     if len(tb) > MAX_TRACEBACK:
         tb = "... (truncated)\n" + tb[-MAX_TRACEBACK:]
     return {"type": name, "message": message, "traceback": tb}
@@ -81,7 +102,7 @@ def backoff(failures: int, base: float, maximum: float, rng: random.Random | Non
 
 def succeeded(job: Claimed, value: Any) -> Outcome:
     try:
-        result = serialization.dumps(value)
+        result = storable_json(value)
     except (TypeError, ValueError) as exc:
         error = {
             "type": "ResultNotSerializable",

@@ -73,7 +73,8 @@ class Stats:
     failed: int = 0
     cancelled: int = 0
     fenced_out: int = 0
-    released: int = 0
+    released: int = 0  # attempts the database gave this runner that it did not know
+    handed_back: int = 0  # unfinished jobs handed back at stop
 
 
 class Runner:
@@ -98,6 +99,8 @@ class Runner:
         self._wake = threading.Event()
         self._runner_id: int | None = None
         self._lost: tuple[int, str] | None = None
+        self._suspended: str | None = None  # lease expired locally, not yet known lost
+        self._claim_in_flight = False
         self._notified = True  # claim once at start
         self._backlog = False
         self._next_poll = 0.0
@@ -108,7 +111,9 @@ class Runner:
         self._hand_back_now = False
         self._drain_deadline: float | None = None
         self._retries_due: list[float] = []  # when this runner's retries become claimable
-        self._unknown: dict[tuple[int, int], int] = {}  # attempts the database says we run
+        # Attempts the database says this runner runs and it does not know:
+        # key -> (beats seen, claims run when first seen).
+        self._unknown: dict[tuple[int, int], tuple[int, int]] = {}
         self.stats = Stats()
         self.started = threading.Event()
         self._completer = Completer(connection=connection("completer", generic_plans=True),
@@ -124,10 +129,12 @@ class Runner:
             interval=settings.heartbeat_interval, dead_after=settings.runner_dead_after,
             outage=self._outage, on_lease_lost=self._lease_lost,
             on_cancel_requested=self.slots.request_cancel, on_running=self._reconcile,
+            on_lease_expired=self._lease_expired, on_lease_renewed=self._lease_renewed,
         )
         self._reaper = Reaper(
             connection=connection("reaper"), queries=self._queries,
-            interval=max(settings.heartbeat_interval / 2, 0.25), dead_after=settings.runner_dead_after,
+            # At most 1 s: scheduled jobs are promoted 5 s ahead of their time.
+            interval=min(max(settings.heartbeat_interval / 2, 0.25), 1.0),
             max_crashes=settings.max_crashes, outage=self._outage,
         )
 
@@ -267,7 +274,8 @@ class Runner:
     # ------------------------------------------------------------- the loop
 
     def _claiming(self) -> bool:
-        return self._runner_id is not None and not self._stop_requested and self._lost is None
+        return (self._runner_id is not None and not self._stop_requested and self._lost is None
+                and self._suspended is None)
 
     def _sleep_time(self) -> float:
         """Until the next thing to do; only moments the loop will act on count."""
@@ -297,7 +305,8 @@ class Runner:
             notified, self._notified = self._notified, False
             runner_id = self._runner_id
         free = self.slots.free()
-        if not (self._claiming() and free > 0):
+        # Backpressure: while outcomes pile up unwritten, claiming more only piles up more.
+        if not (self._claiming() and free > 0) or self._completer.backlog > self.concurrency:
             with self._lock:
                 self._notified = self._notified or notified
             return
@@ -307,9 +316,11 @@ class Runner:
             return
         params = {"runner_id": runner_id, "limit": free, "can_wait": self._listener is not None,
                   "queues": list(self.queues) if self.queues else None}
+        self._claim_in_flight = True
         try:
             rows = self._conn.get().execute(self._queries.job_claim, params).fetchall()
         except Exception as exc:
+            self._claim_in_flight = False
             with self._lock:
                 self._notified = self._notified or notified
             self._conn.discard()
@@ -319,6 +330,7 @@ class Runner:
                 logger.exception("claiming jobs failed")
             self._retry_at = time.monotonic() + self._backoff.next()
             return
+        self._claim_in_flight = False
         self._outage.ok("runner")
         self._backoff.reset()
         self.stats.claims += 1
@@ -328,6 +340,12 @@ class Runner:
             self._lease_lost(runner_id, "declared dead (seen by a claim)")
             return
         jobs = [row[3:] for row in rows if row[3] is not None]
+        if jobs and self._heartbeat.expired():
+            # The process stalled during the claim (paused, say): others may have taken over.
+            # Start nothing; the lease check sorts out who owns these jobs.
+            logger.warning("claimed %d job(s) but the lease expired meanwhile: not starting them",
+                           len(jobs))
+            return
         for job_id, task, args, kwargs, queue, attempt, failures, max_attempts, cancel in jobs:
             self.stats.claimed += 1
             self.slots.start(outcomes.Claimed(job_id, task, args, kwargs, queue, attempt, failures,
@@ -375,14 +393,21 @@ class Runner:
 
     def _reconcile(self, runner_id: int, running: list[tuple[int, int]]) -> None:
         """From the heartbeat: the attempts the database says this runner runs. One it does
-        not know for two beats in a row (a claim whose reply was lost) is handed back."""
+        not know, seen in two beats, with a claim completed since it was first seen (so it
+        is no claim whose reply is still on its way), is handed back: a claim whose reply
+        was lost with the connection."""
+        if self._claim_in_flight:
+            return
         known = self.slots.keys() | self._completer.pending_keys()
+        claims = self.stats.claims
         with self._lock:
             if runner_id != self._runner_id:
                 return
-            unknown = {key: self._unknown.get(key, 0) + 1 for key in running if key not in known}
-            self._unknown = unknown
-            stale = [key for key, beats in unknown.items() if beats >= 2]
+            previous = self._unknown
+            self._unknown = {key: (previous.get(key, (0, claims))[0] + 1, previous.get(key, (0, claims))[1])
+                             for key in running if key not in known}
+            stale = [key for key, (beats, first_claims) in self._unknown.items()
+                     if beats >= 2 and (claims > first_claims or beats >= 4)]
         if not stale:
             return
         try:
@@ -402,6 +427,27 @@ class Runner:
 
     # ---------------------------------------------------------------- lease
 
+    def _lease_expired(self, runner_id: int, reason: str) -> None:
+        """From the heartbeat: no successful beat for dead_after. Stop claiming; whether the
+        attempts still running here remain ours, the next successful beat will tell."""
+        with self._lock:
+            if self._runner_id != runner_id:
+                return
+            self._suspended = reason
+        logger.warning("runner %s: %s; its lease has expired: not claiming until the database "
+                       "confirms it is still alive", runner_id, reason)
+
+    def _lease_renewed(self, runner_id: int, silent: float) -> None:
+        """From the heartbeat: after an expiry, the row was still ours: nobody took our jobs."""
+        with self._lock:
+            if self._runner_id != runner_id:
+                return
+            self._suspended = None
+            self._notified = True
+        logger.warning("runner %s reached the database again after %.1f s: still alive, resuming",
+                       runner_id, silent)
+        self._wake.set()
+
     def _lease_lost(self, runner_id: int | None, reason: str) -> None:
         """The runner may no longer write as ``runner_id`` (from the heartbeat or a claim)."""
         with self._lock:
@@ -409,6 +455,7 @@ class Runner:
                 return
             self._lost = (runner_id, reason)
             self._runner_id = None
+            self._suspended = None
         self._heartbeat.forget()
         abandoned = self.slots.abandon(runner_id)
         logger.error("runner %s lost its lease (%s): stopped claiming; abandoning %d running attempt(s)",
@@ -423,9 +470,8 @@ class Runner:
             self._retry_at = time.monotonic() + 0.05
             return  # the completer writes what finished first (fenced); come back next pass
         try:
-            result = reap(self._conn.get(), self._queries, dead_after=self.settings.runner_dead_after,
-                          max_crashes=self.settings.max_crashes, runner_id=old_id,
-                          reason=f"lost its lease: {reason}")
+            result = reap(self._conn.get(), self._queries, max_crashes=self.settings.max_crashes,
+                          runner_id=old_id, reason=f"lost its lease ({reason})")
             if self._stop_requested:
                 self._lost = None
                 return
@@ -439,8 +485,8 @@ class Runner:
             return
         self._outage.ok("runner")
         self._lost = None
-        logger.warning("runner %s retired (%d of its jobs re-queued, %d failed); registered again as "
-                       "runner %s", old_id, result.requeued, result.failed, new_id)
+        logger.warning("runner %s retired (%d job(s) it still held handed back); registered again as "
+                       "runner %s", old_id, result.requeued, new_id)
 
     # ------------------------------------------------------------- stopping
 
@@ -464,20 +510,21 @@ class Runner:
                          self._completer.backlog)
         runner_id = self._runner_id or (self._lost[0] if self._lost else None)
         code = EXIT_OK
+        self._heartbeat.stop()  # a beat after the stop below would find the row stopped
         if runner_id is not None:
             code = self._stop_runner(runner_id, unfinished)
         if self._listener is not None:
             self._listener.stop()
-        self._heartbeat.stop()
         self._reaper.stop()
         self._completer.stop(timeout=0)
         self.slots.shutdown()
         self._conn.discard()
         s = self.stats
         logger.info("runner %s stopped: %d claimed in %d claims, %d succeeded, %d retried, %d failed, "
-                    "%d cancelled, %d timed out, %d outcomes fenced out, %d attempts handed back",
-                    runner_id, s.claimed, s.claims, s.succeeded, s.retried, s.failed, s.cancelled,
-                    self.slots.timed_out, s.fenced_out, s.released)
+                    "%d cancelled, %d timed out, %d outcomes fenced out, %d handed back at stop, "
+                    "%d unknown attempts handed back", runner_id, s.claimed, s.claims, s.succeeded,
+                    s.retried, s.failed, s.cancelled, self.slots.timed_out, s.fenced_out,
+                    s.handed_back, s.released)
         return code
 
     def _stop_runner(self, runner_id: int, unfinished: int) -> int:
@@ -493,6 +540,7 @@ class Runner:
             try:
                 row = self._conn.get().execute(self._queries.runner_stop,
                                                {"runner_id": runner_id, "reason": reason}).fetchone()
+                self.stats.handed_back = row[0]
                 if row[0]:
                     logger.warning("handed %d unfinished job(s) back to the queue", row[0])
                 return EXIT_OK

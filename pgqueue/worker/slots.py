@@ -156,9 +156,17 @@ class Slots:
 
     def _success(self, attempt: Attempt, value: Any) -> outcomes.Outcome:
         try:
-            return outcomes.succeeded(attempt.job, value)
+            outcome = outcomes.succeeded(attempt.job, value)
         except BaseException as exc:  # e.g. RecursionError on a deeply nested result
             return self._failure(attempt, exc)
+        if attempt.context.cancel_requested and outcome.status == "succeeded":
+            # Asked to stop, it returned (early, presumably): the job ends cancelled, and
+            # what it returned is kept in `result`.
+            return outcomes.Outcome(outcome.job_id, outcome.runner_id, outcome.attempt, "cancelled",
+                                    result=outcome.result,
+                                    reason="cancelled while running (the task returned after "
+                                           "cancellation was requested)")
+        return outcome
 
     def _failure(self, attempt: Attempt, exc: BaseException) -> outcomes.Outcome:
         task, job = attempt.task, attempt.job

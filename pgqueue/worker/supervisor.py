@@ -4,7 +4,9 @@ The supervisor runs no jobs and holds no database connection. It starts each
 child as ``pgqueue ... work --processes 1`` with the same options, restarts a child
 that dies (with a growing delay when children keep dying at once), and passes
 SIGTERM/SIGINT on: the first asks the children to finish their jobs, a second to
-hand them back now. It exits 0 when every child stopped cleanly after a stop request.
+hand them back now. Children run in their own sessions, so a terminal's Ctrl-C reaches
+them once, through the supervisor. It exits 0 when every child stopped cleanly after
+a stop request.
 
 Why processes: Python threads share one interpreter lock, so CPU-bound tasks need
 processes to use several cores; and a child can be killed, which a thread cannot.
@@ -69,14 +71,21 @@ class Supervisor:
                 self._delay[slot] = min(self._delay[slot] * 2, _RESTART_MAX)
                 alive += 1  # will be restarted
             if self._stopping and alive == 0:
-                return 0 if all(code == 0 for code in self._exit_codes) else 1
+                # A child the stop signal reached before it had set up its handlers (it was
+                # still starting, holding no job) ended from the signal itself: that is clean.
+                clean = (0, -signal.SIGTERM, -signal.SIGINT)
+                return 0 if all(code in clean for code in self._exit_codes) else 1
             time.sleep(0.1)
 
     def _start(self, slot: int) -> None:
-        child = subprocess.Popen(self.child_argv)
+        # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which
+        # passes it on once (else each child would get it twice: a hand-back at once).
+        child = subprocess.Popen(self.child_argv, start_new_session=True)
         self._children[slot] = child
         self._started_at[slot] = time.monotonic()
         logger.info("started worker process %s", child.pid)
+        if self._stopping:  # a signal came while it was starting: pass it on
+            child.send_signal(signal.SIGTERM)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stopping = True

@@ -1,7 +1,7 @@
 -- pgqueue migration 0001: jobs, runners, job history, the wake-up trigger.
 --
--- `/* schema */` is replaced by the quoted schema name followed by a dot when the
--- file is applied (`pgqueue migrate`) or printed (`pgqueue schema`).
+-- Written against a placeholder for the schema, replaced by the quoted schema name and
+-- a dot when the file is applied (`pgqueue migrate`) or printed (`pgqueue schema`).
 
 CREATE TABLE /* schema */runners (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -27,6 +27,12 @@ CREATE INDEX runners_running_idx ON /* schema */runners (id) WHERE state = 'runn
 COMMENT ON TABLE /* schema */runners IS
     'One row per worker process start. A runner keeps its row alive with heartbeats; the reaper declares it dead when they stop.';
 COMMENT ON COLUMN /* schema */runners.id IS 'New at every process start; never reused.';
+COMMENT ON COLUMN /* schema */runners.host IS 'Host name of the worker process (for people; never an identity).';
+COMMENT ON COLUMN /* schema */runners.pid IS 'Process id of the worker process.';
+COMMENT ON COLUMN /* schema */runners.concurrency IS 'Jobs the runner runs at once.';
+COMMENT ON COLUMN /* schema */runners.version IS 'pgqueue version of the runner.';
+COMMENT ON COLUMN /* schema */runners.started_at IS 'When the runner registered (database clock).';
+COMMENT ON COLUMN /* schema */runners.stopped_at IS 'When it stopped or was declared dead.';
 COMMENT ON COLUMN /* schema */runners.queues IS 'Queues the runner serves; NULL means every queue.';
 COMMENT ON COLUMN /* schema */runners.state IS 'running | stopped (clean exit) | dead (declared dead by the reaper or by itself after losing its lease)';
 COMMENT ON COLUMN /* schema */runners.waiting IS 'True while the runner has free slots and sleeps until notified; enqueues send NOTIFY only when some runner is waiting.';
@@ -70,6 +76,9 @@ CREATE TABLE /* schema */jobs (
 
 COMMENT ON TABLE /* schema */jobs IS
     'One row per requested execution of a task. States: queued -> running -> succeeded | failed | cancelled; running -> queued on retry, crash or hand-back.';
+COMMENT ON COLUMN /* schema */jobs.id IS 'The job''s id (job.id in Python).';
+COMMENT ON COLUMN /* schema */jobs.queue IS 'The queue (lane) the job waits in; workers serve named queues or all.';
+COMMENT ON COLUMN /* schema */jobs.status IS 'queued | running | succeeded | failed | cancelled';
 COMMENT ON COLUMN /* schema */jobs.task IS 'Registered task name (default module.qualname).';
 COMMENT ON COLUMN /* schema */jobs.args IS 'Positional arguments, a JSON array.';
 COMMENT ON COLUMN /* schema */jobs.kwargs IS 'Keyword arguments, a JSON object.';
@@ -85,6 +94,9 @@ COMMENT ON COLUMN /* schema */jobs.runner_id IS 'The runner executing the job; s
 COMMENT ON COLUMN /* schema */jobs.result IS 'JSON return value of the successful attempt.';
 COMMENT ON COLUMN /* schema */jobs.error IS 'Last error: {"type", "message", "traceback"}.';
 COMMENT ON COLUMN /* schema */jobs.cancel_requested IS 'Set when cancellation of a running job was asked for.';
+COMMENT ON COLUMN /* schema */jobs.enqueued_at IS 'When the job was enqueued (the enqueuing transaction''s start).';
+COMMENT ON COLUMN /* schema */jobs.started_at IS 'When its latest attempt was claimed.';
+COMMENT ON COLUMN /* schema */jobs.finished_at IS 'When it succeeded, failed for good or was cancelled.';
 
 -- Claim order index: only queued jobs that are due (or nearly), in the order the claim
 -- statement reads them. Per queue, so a runner serving a quiet queue never walks another
@@ -113,6 +125,10 @@ CREATE TABLE /* schema */job_events (
 
 COMMENT ON TABLE /* schema */job_events IS
     'A job''s history: one row per state change, written by the same statement as the change.';
+COMMENT ON COLUMN /* schema */job_events.job_id IS 'The job (no foreign key, to keep writes cheap; prune deletes a job with its events).';
+COMMENT ON COLUMN /* schema */job_events.id IS 'Order of events (increasing).';
+COMMENT ON COLUMN /* schema */job_events.at IS 'When the change happened (the changing transaction''s start, database clock).';
+COMMENT ON COLUMN /* schema */job_events.to_status IS 'State after the change.';
 COMMENT ON COLUMN /* schema */job_events.from_status IS 'State before the change; NULL for the enqueue.';
 COMMENT ON COLUMN /* schema */job_events.attempt IS 'The job''s attempts counter after the change.';
 COMMENT ON COLUMN /* schema */job_events.runner_id IS 'The runner concerned (the claimer, the finisher, or the dead runner).';
@@ -140,6 +156,8 @@ CREATE UNLOGGED TABLE /* schema */result_waiters (
     since           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX result_waiters_job_idx ON /* schema */result_waiters (job_id);
+
+COMMENT ON COLUMN /* schema */result_waiters.job_id IS 'The job waited on.';
 
 COMMENT ON TABLE /* schema */result_waiters IS
     'Callers waiting in job.result(); finishing one of these jobs sends NOTIFY "<schema>.done" with its id.';
@@ -198,6 +216,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+COMMENT ON FUNCTION /* schema */jobs_after_insert() IS
+    'Trigger function: NOTIFY waiting runners once per inserting statement and queue.';
 
 CREATE TRIGGER jobs_wake_after_insert
     AFTER INSERT ON /* schema */jobs

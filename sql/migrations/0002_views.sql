@@ -1,4 +1,5 @@
 -- pgqueue migration 0002: the documented views, the supported way to inspect from SQL.
+-- (Written against the same schema placeholder as 0001.)
 --
 -- Views are an interface: add columns at the end, never rename or remove one.
 

@@ -142,6 +142,16 @@ WITH outcome AS (
 SELECT id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken
 FROM finished
 
+-- name: job_outcome_check
+-- Of these (job, attempt, status) outcomes, those the jobs show already: a write whose reply
+-- was lost with its connection had committed.
+SELECT j.id
+FROM /* schema */jobs AS j
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[]) AS o(id, attempt, status)
+  ON o.id = j.id
+WHERE j.attempts = o.attempt AND j.runner_id IS NULL
+  AND (j.status = o.status OR (o.status = 'queued' AND j.status = 'cancelled'))
+
 -- name: job_release
 -- Hands back attempts that a live runner holds in the database but no longer knows about
 -- (its claim committed but the reply was lost): fenced, not counted as a failure or crash.
@@ -159,10 +169,13 @@ WITH released AS (
     SELECT id, 'running', status, attempts, %(runner_id)s::bigint,
            'handed back: runner ' || %(runner_id)s::bigint || ' did not hold this attempt any more'
     FROM released
+), notified AS (
+    SELECT /* schema */notify_finished(array_agg(id)) AS n
+    FROM released WHERE status = 'cancelled' HAVING count(*) > 0
 ), woken AS (
     SELECT count(*) AS n FROM (
         SELECT /* schema */wake(array_agg(DISTINCT queue))
         FROM released WHERE status = 'queued' HAVING count(*) > 0
     ) AS w
 )
-SELECT id, (SELECT n FROM woken) AS woken FROM released
+SELECT id, (SELECT n FROM woken) AS woken, (SELECT n FROM notified) AS notified FROM released

@@ -6,10 +6,11 @@
 SELECT pg_try_advisory_xact_lock(%(class_id)s::int, %(object_id)s::int) AS held
 
 -- name: reaper_run
--- Declares dead the runners silent for longer than `dead_after` seconds (or, when
--- `runner_id` is given, that one runner, which retires itself after losing its lease),
--- then re-queues every running job whose runner is not alive, or fails it once its crash
--- budget is spent, with an event naming the dead runner; wakes waiting runners.
+-- Declares dead the runners silent for longer than their own lease (runners.dead_after), or,
+-- when `runner_id` is given, retires that one runner (it lost its lease and is alive to say
+-- so: its jobs are handed back, not counted as crashes). Then re-queues every running job
+-- whose runner is not alive, or fails it once its crash budget is spent, with an event
+-- naming the dead runner; wakes waiting runners and notifies the waiters of ended jobs.
 WITH dead AS (
     UPDATE /* schema */runners AS r
     SET state = 'dead', waiting = false, stopped_at = now(),
@@ -23,14 +24,14 @@ WITH dead AS (
             WHEN %(runner_id)s::bigint IS NULL THEN
                 -- After a server restart every runner gets a full lease to heartbeat again.
                 greatest(r.heartbeat_at, pg_postmaster_start_time())
-                    < now() - make_interval(secs => %(dead_after)s::float8)
+                    < now() - make_interval(secs => r.dead_after)
             ELSE r.id = %(runner_id)s::bigint END
     RETURNING r.id, r.reason
-), orphans AS (
+), seen AS (
     -- Running jobs whose runner is not alive: declared dead just now (the statement's
     -- snapshot still shows it running), dead before (a claim that raced an earlier reap),
-    -- or missing (a row written by hand).
-    -- Locked in id order, as finishing statements lock them: no deadlock with a zombie's write.
+    -- or missing (a row written by hand). Read without locks: the runner_id seen here is
+    -- the one the lock below must still find.
     SELECT j.id, j.runner_id, d.reason
     FROM /* schema */jobs AS j
     LEFT JOIN dead AS d ON d.id = j.runner_id
@@ -38,19 +39,30 @@ WITH dead AS (
       AND (%(runner_id)s::bigint IS NULL OR j.runner_id = %(runner_id)s::bigint)
       AND (d.id IS NOT NULL OR NOT EXISTS (
             SELECT 1 FROM /* schema */runners AS r WHERE r.id = j.runner_id AND r.state = 'running'))
+), orphans AS (
+    -- Locked in id order, as finishing statements lock them: no deadlock with a zombie's
+    -- write. A row that changed hands since the snapshot (re-claimed by a live runner)
+    -- fails the runner_id test when re-checked under the lock, and is left alone.
+    SELECT j.id, s.runner_id, s.reason
+    FROM /* schema */jobs AS j
+    JOIN seen AS s ON s.id = j.id
+    WHERE j.status = 'running' AND j.runner_id = s.runner_id
     ORDER BY j.id
     FOR UPDATE OF j
 ), rescued AS (
     -- A job whose cancellation was requested ends cancelled instead of running again.
     UPDATE /* schema */jobs AS j
     SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
-                      WHEN j.crashes + 1 >= %(max_crashes)s::int THEN 'failed'
+                      WHEN %(runner_id)s::bigint IS NULL AND j.crashes + 1 >= %(max_crashes)s::int
+                      THEN 'failed'
                       ELSE 'queued' END,
-        crashes = j.crashes + 1,
+        crashes = j.crashes + CASE WHEN %(runner_id)s::bigint IS NULL THEN 1 ELSE 0 END,
         runner_id = NULL, due = true,
-        finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s::int
+        finished_at = CASE WHEN j.cancel_requested
+                                OR (%(runner_id)s::bigint IS NULL AND j.crashes + 1 >= %(max_crashes)s::int)
                            THEN now() END,
-        error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= %(max_crashes)s::int
+        error = CASE WHEN NOT j.cancel_requested AND %(runner_id)s::bigint IS NULL
+                          AND j.crashes + 1 >= %(max_crashes)s::int
                      THEN jsonb_build_object(
                          'type', 'RunnerDied',
                          'message', 'runner died ' || (j.crashes + 1) || ' times running this job')
@@ -69,6 +81,8 @@ WITH dead AS (
                 WHEN status = 'cancelled'
                 THEN 'cancelled (requested while running); runner ' || runner_id
                      || ' declared dead: ' || reason
+                WHEN %(runner_id)s::bigint IS NOT NULL
+                THEN 'handed back: runner ' || runner_id || ' ' || reason
                 ELSE 'runner ' || runner_id || ' declared dead: ' || reason END
     FROM rescued
 ), notified AS (

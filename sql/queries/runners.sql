@@ -31,7 +31,7 @@ FROM beat
 -- Hands a stopping runner's unfinished jobs back to the queue (not counted as a failure) and
 -- marks the runner stopped, in one statement: nothing is left running after a clean exit.
 -- The runner row is locked first, then the jobs, as the reaper does (no deadlock). A runner
--- already declared dead hands nothing back: the reaper did.
+-- already declared dead still hands back what a late claim left under its id.
 WITH stopped AS (
     UPDATE /* schema */runners
     SET state = 'stopped', waiting = false, stopped_at = now(), reason = %(reason)s
@@ -42,7 +42,9 @@ WITH stopped AS (
     SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
         runner_id = NULL, due = true,
         finished_at = CASE WHEN cancel_requested THEN now() END
-    WHERE runner_id = (SELECT id FROM stopped) AND status = 'running'
+    -- The count makes `stopped` run first (so the runner row is locked before job rows).
+    WHERE runner_id = %(runner_id)s::bigint AND status = 'running'
+      AND (SELECT count(*) FROM stopped) >= 0
     RETURNING id, attempts, queue, status
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
