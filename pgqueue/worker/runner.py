@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_HAND_BACK_FAILED = 1
+# Claims pause while more outcomes than this many times the concurrency wait to be written.
+_BACKLOG_LIMIT = 10
 # A claim that passed over jobs other claims held tries again after this, doubling.
 _RETRY_SKIPPED_FIRST = 0.005
 
@@ -305,8 +307,10 @@ class Runner:
             notified, self._notified = self._notified, False
             runner_id = self._runner_id
         free = self.slots.free()
-        # Backpressure: while outcomes pile up unwritten, claiming more only piles up more.
-        if not (self._claiming() and free > 0) or self._completer.backlog > self.concurrency:
+        # Backpressure: while outcomes pile up unwritten (the database refuses them, say),
+        # claiming more only piles up more. Under load a backlog of a few batches is normal.
+        if not (self._claiming() and free > 0) \
+                or self._completer.backlog > _BACKLOG_LIMIT * self.concurrency:
             with self._lock:
                 self._notified = self._notified or notified
             return
