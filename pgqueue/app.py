@@ -76,6 +76,11 @@ class App:
                 raise errors.ConfigurationError("settings cannot change once the App has connected")
             self.settings = self.settings.replace(**overrides)
 
+    def never_create_embedded(self) -> None:
+        """With no DSN configured, use an existing embedded server but never create one
+        (read-only commands must not conjure up an empty database)."""
+        self._create_embedded = False
+
     @property
     def queries(self) -> sqlfiles.Queries:
         return sqlfiles.queries_for(self.settings.schema)

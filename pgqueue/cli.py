@@ -80,7 +80,8 @@ def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = 
         )
     else:
         app = App(**overrides)
-    app._create_embedded = not read_only
+    if read_only:
+        app.never_create_embedded()
     _setup_logging(app.settings.log_level)
     if announce:
         click.echo(f"pgqueue: database {app.database_description}, schema {app.settings.schema!r}", err=True)

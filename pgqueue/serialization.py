@@ -166,7 +166,3 @@ def _first_problem(value: Any, path: str) -> tuple[str, Any] | None:
                 return found
         return None
     return path, value
-
-
-def loads(text: str | bytes | None) -> Any:
-    return None if text is None else json.loads(text)

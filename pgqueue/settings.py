@@ -243,13 +243,6 @@ def setting_help(name: str) -> str:
     raise KeyError(name)
 
 
-def setting_default(name: str) -> Any:
-    for f in dataclasses.fields(Settings):
-        if f.name == name:
-            return f.default
-    raise KeyError(name)
-
-
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 

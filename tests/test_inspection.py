@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from helpers import events, wait_for
+from helpers import events
 from pgqueue.worker import outcomes
 from pgqueue.worker.completer import finish_params
 from pgqueue.worker.reaper import reap

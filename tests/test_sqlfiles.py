@@ -70,7 +70,7 @@ def test_alembic_revisions_match_migration_files() -> None:
         revision = re.search(r'^revision = "(\d{4})"', text, flags=re.MULTILINE)
         assert revision, f"{path.name} has no revision = \"NNNN\" line"
         wrappers[revision.group(1)] = path.stem.split("_", 1)[1]
-        assert f"apply_up(revision)" in text, f"{path.name} must run its SQL file through apply_up"
+        assert "apply_up(revision)" in text, f"{path.name} must run its SQL file through apply_up"
     assert wrappers == migrations, (
         "every sql/migrations/NNNN_slug.sql needs alembic/versions/NNNN_slug.py (copy "
         "alembic/script.py.mako, set revision and down_revision), and vice versa"
