@@ -70,7 +70,8 @@ def list_jobs(app: "App", *, queue: str | None = None, status: str | None = None
         now = app.database.fetch(app.queries.admin_now)[0]["now"]
         since_at = parse_since(since, now)
     return app.database.fetch(app.queries.admin_jobs, {
-        "queue": queue, "status": status, "task": task, "since": since_at, "limit": limit,
+        "queue": queue, "status": status, "task": _known_task(app, task), "since": since_at,
+        "limit": limit,
     })
 
 
@@ -81,8 +82,9 @@ def job_detail(app: "App", job_id: int) -> dict[str, Any]:
 
 
 def retry_job(app: "App", job_id: int, *, reason: str = "retried by user") -> None:
-    rows = _retry(app, ids=[job_id], task=None, queue=None, batch=1, reason=reason)
-    if rows:
+    rows = _retry(app, ids=[job_id], task=None, queue=None, batch=1, reason=reason, after=0,
+                  until=job_id)
+    if rows and rows[0]["retried"]:
         return
     info = app.job(job_id).info()  # raises JobNotFound
     if info["status"] != "failed":
@@ -92,25 +94,72 @@ def retry_job(app: "App", job_id: int, *, reason: str = "retried by user") -> No
     )
 
 
+@dataclass(frozen=True)
+class RetryResult:
+    retried: int
+    kept: list[dict[str, Any]]  # failed jobs left failed: {"id", "key"}, their key is held
+
+
 def retry_failed(app: "App", *, task: str | None = None, queue: str | None = None,
                  reason: str = "retried by user", batch: int = 1000,
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Retry every failed job (matching task and queue), in batches; returns how many."""
-    total = 0
-    while True:
-        rows = _retry(app, ids=None, task=task, queue=queue, batch=batch, reason=reason)
-        total += len(rows)
-        if progress and rows:
+                 progress: Callable[[int], None] | None = None) -> RetryResult:
+    """Retry every failed job (matching task and queue) that exists now, in batches of short
+    transactions, walking ids upwards from a bound fixed at the start (a job that fails again
+    at once is not met twice). A job whose key an unfinished job holds (or another failed job
+    of the same key, retried first) stays failed and is reported."""
+    task = _known_task(app, task)
+    until = app.database.fetch(app.queries.job_max_id)[0]["id"]
+    after, total, kept = 0, 0, []
+    while after < until:
+        rows = _retry(app, ids=None, task=task, queue=queue, batch=batch, reason=reason,
+                      after=after, until=until)
+        if not rows:
+            break
+        total += sum(1 for r in rows if r["retried"])
+        kept += [{"id": r["id"], "key": r["key"]} for r in rows if not r["retried"]]
+        after = rows[-1]["id"]
+        if progress:
             progress(total)
-        if len(rows) < batch:
-            return total
+    return RetryResult(total, kept)
 
 
 def _retry(app: "App", *, ids: list[int] | None, task: str | None, queue: str | None,
-           batch: int, reason: str) -> list[dict[str, Any]]:
-    return app.database.fetch(app.queries.job_retry, {
-        "ids": ids, "task": task, "queue": queue, "batch": batch, "reason": reason,
-    })
+           batch: int, reason: str, after: int, until: int) -> list[dict[str, Any]]:
+    params = {"ids": ids, "task": task, "queue": queue, "batch": batch, "reason": reason,
+              "after": after, "until": until}
+    try:
+        return app.database.fetch(app.queries.job_retry, params)
+    except Exception as exc:
+        # An enqueue of one of the keys raced the batch: retry its jobs one at a time, so
+        # that only the job whose key was taken stays failed.
+        if getattr(exc, "sqlstate", None) != "23505" or (ids is not None and len(ids) == 1):
+            if getattr(exc, "sqlstate", None) == "23505":
+                return [{"id": ids[0], "key": None, "retried": False}]  # type: ignore[index]
+            raise
+    candidates = app.database.fetch(app.queries.admin_jobs, {
+        "queue": queue, "status": "failed", "task": task, "since": None, "limit": batch})
+    rows: list[dict[str, Any]] = []
+    for job in sorted((c for c in candidates if after < c["id"] <= until), key=lambda c: c["id"]):
+        rows += _retry(app, ids=[job["id"]], task=None, queue=None, batch=1, reason=reason,
+                       after=job["id"] - 1, until=job["id"])
+    return rows
+
+
+def _known_task(app: "App", task: str | None) -> str | None:
+    """A task filter, checked: "no task named 'add'; did you mean 'tasks.add'?"."""
+    if task is None or task in app.tasks:
+        return task
+    rows = app.database.fetch(app.queries.admin_task_names, {"limit": 1000})
+    names = {r["task"] for r in rows} | set(app.tasks)
+    if task in names:
+        return task
+    import difflib
+
+    suffix = [n for n in names if n.rsplit(".", 1)[-1] == task]
+    close = suffix or difflib.get_close_matches(task, list(names), n=1)
+    hint = (f"; did you mean {close[0]!r}? (task names are module.function)" if close
+            else "; task names are module.function, e.g. 'tasks.add'")
+    raise errors.ConfigurationError(f"no task named {task!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -124,21 +173,23 @@ class PruneResult:
 def prune(app: "App", *, older_than: float, batch: int = 1000,
           progress: Callable[[int], None] | None = None) -> PruneResult:
     """Delete jobs that finished more than ``older_than`` seconds ago, with their events, in
-    batches of short transactions; then runners and waiters gone for as long."""
+    batches of short transactions, oldest first; then runners, waiters and throughput rows
+    gone for as long."""
     if older_than < 0:
         raise errors.ConfigurationError("--older-than must not be negative")
     started = time.monotonic()
     queries = app.queries
     now = app.database.fetch(queries.admin_now)[0]["now"]
     before = now - dt.timedelta(seconds=older_than)
-    after, total = 0, 0
-    while True:
-        row = app.database.fetch(queries.job_prune_batch, {"after": after, "before": before, "batch": batch})[0]
-        if not row["deleted"]:
-            break
-        total += row["deleted"]
-        after = row["last_id"]
-        if progress:
-            progress(total)
+    total = 0
+    for status in ("succeeded", "failed", "cancelled"):
+        while True:
+            row = app.database.fetch(queries.job_prune_batch,
+                                     {"status": status, "before": before, "batch": batch})[0]
+            total += row["deleted"]
+            if progress and row["deleted"]:
+                progress(total)
+            if row["deleted"] < batch:
+                break
     others = app.database.fetch(queries.runner_prune, {"before": before})[0]
     return PruneResult(total, others["runners"], others["waiters"], time.monotonic() - started)

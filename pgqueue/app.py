@@ -5,37 +5,70 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable, overload
 
 from . import db, errors, migrations, sqlfiles
 from .embedded import EmbeddedServer
 from .jobs import Job
 from .settings import Settings, project_root
+from .store import JobStore
 from .waiting import ResultWaiters
 from .tasks import EnqueueOptions, Task, TaskConfig, _validate_seconds, validate_max_attempts, \
-    validate_priority, validate_queue
+    validate_priority, validate_queue, validate_task_name
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_database(settings: Settings, *, create: bool = True) -> tuple[str, str]:
+def resolve_database(settings: Settings, *, create: bool = True, start: bool = True,
+                     anchor: Path | None = None) -> tuple[str, str]:
     """The DSN to use and a line saying where it comes from (shown once by every command).
 
-    With no DSN configured, the embedded server: started if need be, and created unless
-    ``create`` is false (read-only commands do not conjure up an empty database).
+    With no DSN configured, the embedded server under the project root (the folder of the
+    nearest pyproject.toml above ``anchor``, the file that made the App, else the current
+    folder): started unless ``start`` is false, and created unless ``create`` is false
+    (read-only commands neither conjure up an empty database nor restart a stopped one).
     """
     if settings.dsn:
         db.check_dsn(settings.dsn, settings.source("dsn"))
         return settings.dsn, f"{db.mask_dsn(settings.dsn)} (from {settings.source('dsn')})"
-    directory = project_root() / settings.embedded_dir
+    directory = project_root(anchor) / settings.embedded_dir
     server = EmbeddedServer(directory)
-    if not create and not server.status()["initialised"]:
+    status = server.status()
+    if not create and not status["initialised"]:
         raise errors.ConfigurationError(
             f"no database is configured (PGQUEUE_DSN, DATABASE_URL, --dsn) and there is no embedded "
             f"server in {directory} yet: set one, or run `pgqueue migrate` to create the embedded one"
         )
+    if not start and not status["running"]:
+        raise errors.ConfigurationError(
+            f"the embedded PostgreSQL server in {directory} is stopped: start it with "
+            "`pgqueue embedded start` (this command only reads, so it does not start it)"
+        )
+    created = not status["initialised"]
     dsn = server.ensure_running()
+    if created:
+        logger.warning("created a new embedded PostgreSQL server in %s (no DSN is configured)", directory)
     return dsn, f"embedded PostgreSQL in {directory} ({db.mask_dsn(dsn)}; stop it with `pgqueue embedded stop`)"
+
+
+def _caller_folder() -> Path | None:
+    """The folder of the project file that called App() (a tasks.py, a settings module): the
+    embedded server is found from there, so one project uses one database whatever the
+    current folder. None (the current folder) when pgqueue itself, an installed package or
+    an interactive session made the App."""
+    frame = sys._getframe(2)
+    filename = frame.f_code.co_filename
+    if filename.startswith("<"):
+        return None
+    path = Path(filename).resolve()
+    if _PACKAGE_DIR in path.parents or any(part in ("site-packages", "dist-packages")
+                                            for part in path.parts):
+        return None
+    return path.parent
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class App:
@@ -55,11 +88,14 @@ class App:
             overrides["schema"] = schema
         self.settings = Settings.load(overrides)
         self.tasks: dict[str, Task[..., Any]] = {}
+        self.store = JobStore(self)
         self._database: db.Database | None = None
         self._description: str | None = None
         self._lock = threading.Lock()
         self._waiters: ResultWaiters | None = None
         self._create_embedded = True
+        self._start_embedded = True
+        self._anchor = _caller_folder()
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.settings.schema!r} tasks={len(self.tasks)}>"
@@ -77,9 +113,10 @@ class App:
             self.settings = self.settings.replace(**overrides)
 
     def never_create_embedded(self) -> None:
-        """With no DSN configured, use an existing embedded server but never create one
-        (read-only commands must not conjure up an empty database)."""
+        """With no DSN configured, use a running embedded server but never create or start one
+        (read-only commands must not conjure up an empty database, nor restart a stopped one)."""
         self._create_embedded = False
+        self._start_embedded = False
 
     @property
     def queries(self) -> sqlfiles.Queries:
@@ -91,7 +128,9 @@ class App:
         if self._database is None:
             with self._lock:
                 if self._database is None:
-                    dsn, description = resolve_database(self.settings, create=self._create_embedded)
+                    dsn, description = resolve_database(self.settings, create=self._create_embedded,
+                                                        start=self._start_embedded,
+                                                        anchor=self._anchor)
                     self._description = description
                     logger.debug("pgqueue database: %s, schema %r", description, self.settings.schema)
                     self._database = db.Database(
@@ -99,6 +138,7 @@ class App:
                         schema=self.settings.schema,
                         pool_size=self.settings.pool_size,
                         connect_timeout=self.settings.connect_timeout,
+                        prepared=self.settings.prepared_statements,
                     )
         return self._database
 
@@ -158,9 +198,7 @@ class App:
                   no_retry: Iterable[type[BaseException]] = ()) -> Task[..., Any]:
         if not callable(func):
             raise errors.ConfigurationError(f"@app.task decorates a function, not {func!r}")
-        name = name or _default_task_name(func)
-        if not isinstance(name, str) or not name:
-            raise errors.ConfigurationError(f"task name must be a non-empty string, not {name!r}")
+        name = validate_task_name(name or _default_task_name(func))
         validate_queue(queue)
         validate_priority(priority)
         if max_attempts is not None:
@@ -207,27 +245,6 @@ class App:
         if not isinstance(task, Task) or task.app is not self:
             raise errors.ConfigurationError(f"enqueue_many takes a task of this App, not {task!r}")
         return EnqueueOptions(task).options(**options).enqueue_many(calls)
-
-    def _fetch(self, query: str, params: dict[str, Any], *, conn: Any = None) -> list[dict[str, Any]]:
-        if conn is not None:  # the caller's connection and transaction
-            return db.fetch_external(conn, query, params, schema=self.settings.schema)
-        return self.database.fetch(query, params)
-
-    def _insert_job(self, params: dict[str, Any], *, conn: Any = None) -> Job:
-        query = self.queries.job_enqueue if params["key"] is None else self.queries.job_enqueue_unique
-        for _ in range(5):
-            rows = self._fetch(query, params, conn=conn)
-            if rows:
-                return Job(self, rows[0]["id"], created=rows[0]["created"])
-            # A job holding the key finished or appeared between the insert's conflict
-            # check and the lookup: try again.
-        raise errors.PgQueueError(f"could not enqueue the job with key {params['key']!r}: it kept changing hands")
-
-    def _insert_jobs(self, params: dict[str, Any], *, conn: Any = None) -> list[Job]:
-        if not params["count"]:
-            return []
-        rows = self._fetch(self.queries.job_enqueue_many, params, conn=conn)
-        return [Job(self, row["id"]) for row in rows]
 
 
 def _default_task_name(func: Callable[..., Any]) -> str:

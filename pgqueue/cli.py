@@ -89,13 +89,15 @@ def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = 
 
 
 def import_app(path: str, source: str = "--app") -> App:
-    """Import ``module:attribute`` and return the App it names (``source`` says where the
-    path came from, for messages)."""
-    module_name, _, attribute = path.partition(":")
+    """Import ``module:attribute`` (or ``path/to/file.py:attribute``) and return the App it
+    names (``source`` says where the path came from, for messages)."""
+    module_name, _, attribute = path.rpartition(":")
     where = f"{source} {path}"
     if not module_name or not attribute:
-        raise errors.ConfigurationError(f"the app must look like module:attribute (e.g. myproject.tasks:app), "
-                                        f"not {path!r} (from {source})")
+        raise errors.ConfigurationError(f"the app must look like module:attribute (e.g. myproject.tasks:app) "
+                                        f"or path/to/tasks.py:app, not {path!r} (from {source})")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        module_name = _module_of_file(module_name, where)
     # Like `python -m`: modules of the current directory are importable.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -105,19 +107,64 @@ def import_app(path: str, source: str = "--app") -> App:
         if getattr(exc, "name", None) == module_name or module_name.startswith(f"{exc.name}."):
             raise errors.ConfigurationError(
                 f"cannot import module {module_name!r} (from {where}): {exc}; run pgqueue from "
-                "your project's folder or put it on PYTHONPATH"
+                "your project's folder, put it on PYTHONPATH, or give the file's path "
+                "(path/to/tasks.py:app)"
             ) from exc
+        raise errors.ConfigurationError(_import_failure(module_name, where, exc)) from exc
+    except errors.PgQueueError:
         raise
+    except Exception as exc:
+        raise errors.ConfigurationError(_import_failure(module_name, where, exc)) from exc
     obj: Any = module
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise errors.ConfigurationError(f"module {module_name!r} has no attribute {attribute!r} (from {where})") from None
+            apps = [name for name, value in vars(module).items() if isinstance(value, App)]
+            hint = f"; it defines {', '.join(apps)}" if apps else ""
+            raise errors.ConfigurationError(
+                f"module {module_name!r} has no attribute {attribute!r} (from {where}){hint}") from None
     if not isinstance(obj, App):
         raise errors.ConfigurationError(f"{path} (from {source}) is of type {type(obj).__name__}, "
                                         "not a pgqueue.App")
     return obj
+
+
+def _module_of_file(text: str, where: str) -> str:
+    """The importable name of a Python file (its folder goes on sys.path; a file inside a
+    package is imported as part of it, so task names match what workers elsewhere use)."""
+    from pathlib import Path
+
+    file = Path(text).expanduser()
+    if file.suffix != ".py":
+        file = file.with_suffix(".py")
+    if not file.is_file():
+        raise errors.ConfigurationError(f"there is no file {str(file)!r} (from {where})")
+    file = file.resolve()
+    parts = [file.stem]
+    folder = file.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return ".".join(parts)
+
+
+def _import_failure(module_name: str, where: str, exc: BaseException) -> str:
+    """One line for an error raised while importing the user's module, naming where."""
+    import traceback
+
+    location = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        location = f" at {exc.filename}:{exc.lineno}"
+    elif frames:
+        last = frames[-1]
+        location = f" at {last.filename}:{last.lineno}"
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return (f"importing {module_name!r} (from {where}) raised {type(exc).__name__}{location}: "
+            f"{message} (python -c 'import {module_name}' shows the whole traceback)")
 
 
 def _setup_logging(level: str) -> None:
@@ -187,7 +234,9 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
             "have nothing to run (define tasks with @app.task in that module)")
     if app.settings.processes > 1:
         root = ctx.find_root().obj
-        global_args = [a for k, flag in (("dsn", "--dsn"), ("app", "--app"), ("schema", "--schema"),
+        # The DSN goes to the children in their environment, not in argv, where every local
+        # user can read it (/proc/<pid>/cmdline).
+        global_args = [a for k, flag in (("app", "--app"), ("schema", "--schema"),
                                          ("log_level", "--log-level")) if root.get(k)
                        for a in (flag, root[k])]
         work_args = [a for flag, value in (("--queues", queues), ("--concurrency", concurrency),
@@ -198,7 +247,9 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
                      if value is not None for a in (flag, str(value))]
         if listen is not None:
             work_args.append("--listen" if listen else "--no-listen")
-        code = Supervisor(child_command(global_args, work_args), app.settings.processes).run()
+        child_env = dict(os.environ, PGQUEUE_DSN=app.database.dsn)
+        code = Supervisor(child_command(global_args, work_args), app.settings.processes,
+                          env=child_env).run()
     else:
         code = Runner(app).run()
     ctx.exit(code)
@@ -350,9 +401,13 @@ def retry(ctx: click.Context, job_id: int | None, all_failed: bool, task: str | 
         admin.retry_job(app, job_id)
         click.echo(f"job {job_id} is queued again")
         return
-    count = admin.retry_failed(app, task=task, queue=queue,
-                               progress=lambda n: click.echo(f"  {n} retried...", err=True))
-    click.echo(f"{count} failed job{'s' if count != 1 else ''} queued again")
+    result = admin.retry_failed(app, task=task, queue=queue,
+                                progress=lambda n: click.echo(f"  {n} retried...", err=True))
+    click.echo(f"{result.retried} failed job{'s' if result.retried != 1 else ''} queued again")
+    if result.kept:
+        shown = ", ".join(f"{k['id']} (key {k['key']!r})" for k in result.kept[:10])
+        more = f" and {len(result.kept) - 10} more" if len(result.kept) > 10 else ""
+        click.echo(f"{len(result.kept)} left failed: another job holds its key: {shown}{more}")
 
 
 @command()

@@ -38,6 +38,9 @@ _CONSTRAINT_MESSAGES = {
     "jobs_queue_not_empty": "queue name must not be empty",
     "jobs_task_not_empty": "task name must not be empty",
     "jobs_max_attempts_positive": "max_attempts must be at least 1",
+    "jobs_queue_length": "queue names are at most 128 characters",
+    "jobs_task_length": "task names are at most 255 characters",
+    "jobs_key_length": "keys are at most 512 characters",
 }
 
 
@@ -86,6 +89,42 @@ def _one_line(exc: BaseException) -> str:
     return text.removeprefix("connection failed: ")
 
 
+# What the server says when a connection can never work as configured: waiting would not help.
+_UNFIXABLE = (
+    (re.compile(r'role "([^"]*)" does not exist'),
+     "the role {0!r} does not exist on the server: fix the user in the DSN, or create the role"),
+    (re.compile(r'database "([^"]*)" does not exist'),
+     "the database {0!r} does not exist on the server: fix the database name in the DSN, or "
+     "create it (createdb)"),
+    (re.compile(r'password authentication failed for user "([^"]*)"'),
+     "the password for user {0!r} was refused: fix the password in the DSN (or PGPASSWORD)"),
+    (re.compile(r"no password supplied|fe_sendauth"),
+     "the server asks for a password and none was given: add it to the DSN (or PGPASSWORD)"),
+    (re.compile(r'no pg_hba\.conf entry for host "([^"]*)"'),
+     "the server refuses connections from {0!r} (no pg_hba.conf entry): allow this host, or use "
+     "another one"),
+    (re.compile(r"(?:Peer|Ident) authentication failed for user \"([^\"]*)\""),
+     "the server refused user {0!r} (peer/ident authentication): connect over TCP with a password, "
+     "or run as that operating-system user"),
+)
+_UNFIXABLE_STATES = {"28P01", "28000", "3D000", "42704"}
+
+
+def unfixable_by_waiting(exc: BaseException) -> str | None:
+    """When a connection failed for a reason no retry can cure (bad password, unknown role or
+    database), what to fix, in one line; else None. (A host that does not resolve or a server
+    that refuses connections may come up: those are waited for.)"""
+    text = " ".join(str(exc).split())
+    for pattern, advice in _UNFIXABLE:
+        match = pattern.search(text)
+        if match:
+            groups = [g for g in match.groups() if g is not None]
+            return advice.format(*groups) if groups else advice
+    if getattr(exc, "sqlstate", None) in _UNFIXABLE_STATES:
+        return _one_line(exc)
+    return None
+
+
 def connect(dsn: str, *, connect_timeout: float = 5.0, autocommit: bool = True,
             **kwargs: Any) -> psycopg.Connection:
     """Open one connection, or raise DatabaseUnavailable naming the DSN and the cause."""
@@ -103,10 +142,19 @@ def connect(dsn: str, *, connect_timeout: float = 5.0, autocommit: bool = True,
         ) from exc
 
 
-def configure_session(conn: psycopg.Connection) -> None:
-    """Settings for every pgqueue connection. JIT compilation costs tens of milliseconds and
-    pays off only for long analytical queries: pgqueue's statements are short."""
-    conn.execute("SET jit = off")
+def configure_session(conn: psycopg.Connection, prepared: str = "auto") -> None:
+    """Settings for every pgqueue pool connection. JIT compilation costs tens of milliseconds
+    and pays off only for long analytical queries: pgqueue's statements are short. Behind a
+    pooler (PgBouncer, a cloud proxy) no session setting is made (it would land on another
+    client's session) and, unless asked for, no statement is prepared (a transaction-mode
+    pooler hands the next statement to a server session that never saw it prepared)."""
+    from .worker.connections import reaches_server_directly
+
+    direct = reaches_server_directly(conn)
+    if prepared == "off" or (prepared == "auto" and not direct):
+        conn.prepare_threshold = None
+    if direct:
+        conn.execute("SET jit = off")
 
 
 # ------------------------------------------------------------ error translation
@@ -120,6 +168,12 @@ def translate(exc: Exception, *, schema: str, dsn: str | None = None) -> Excepti
         return errors.SchemaNotMigrated(
             f"the pgqueue schema {schema!r} is missing or out of date{where}: run `{command}` "
             "(or App.migrate())"
+        )
+    if state in ("26000", "42P05"):  # invalid_sql_statement_name, duplicate_prepared_statement
+        return errors.ConfigurationError(
+            f"the server{where} does not know a statement pgqueue prepared on this connection "
+            f"({_one_line(exc)}): a connection pooler in transaction mode is in between; set "
+            "prepared_statements = off (PGQUEUE_PREPARED_STATEMENTS=off), or use session mode"
         )
     if state == "23514":  # check_violation
         diag = getattr(exc, "diag", None)
@@ -198,12 +252,14 @@ def _dbapi_connection(conn: Any) -> Any:
 class Database:
     """The App's link to PostgreSQL: a lazily opened pool of autocommit connections."""
 
-    def __init__(self, dsn: str, *, schema: str, pool_size: int, connect_timeout: float) -> None:
+    def __init__(self, dsn: str, *, schema: str, pool_size: int, connect_timeout: float,
+                 prepared: str = "auto") -> None:
         check_dsn(dsn)
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        self.prepared = prepared
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._lock = threading.Lock()
 
@@ -223,7 +279,7 @@ class Database:
                     max_size=self.pool_size,
                     kwargs={"autocommit": True,
                             "connect_timeout": max(2, math.ceil(self.connect_timeout))},
-                    configure=configure_session,
+                    configure=lambda conn: configure_session(conn, self.prepared),
                     open=False,
                     name=f"pgqueue-{self.schema}",
                 )

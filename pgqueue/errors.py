@@ -6,6 +6,7 @@ has a reason to catch it on its own.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
@@ -105,8 +106,12 @@ class Retry(Exception):
     """
 
     def __init__(self, delay: float | None = None, reason: str = "") -> None:
-        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
-            raise ValueError(f"Retry(delay=...) must be a number of seconds >= 0, not {delay!r}")
+        if hasattr(delay, "total_seconds"):  # a timedelta
+            delay = delay.total_seconds()  # type: ignore[union-attr]
+        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float))
+                                  or not math.isfinite(delay) or delay < 0):
+            raise ValueError(f"Retry(delay=...) must be a finite number of seconds >= 0 (or a "
+                             f"timedelta), not {delay!r}")
         self.delay = delay
         self.reason = reason
         super().__init__(reason or (f"retry requested in {delay} s" if delay is not None else "retry requested"))

@@ -6,7 +6,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import errors, sqlfiles
+from . import errors
 
 if TYPE_CHECKING:
     from .app import App
@@ -35,22 +35,13 @@ class Job:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def _queries(self) -> sqlfiles.Queries:
-        return self.app.queries
-
     def info(self) -> dict[str, Any]:
         """The job's row as a dict (args, status, attempts, result, error, times...)."""
-        rows = self.app.database.fetch(self._queries().job_get, {"id": self.id})
-        if not rows:
-            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
-        return rows[0]
+        return self.app.store.info(self.id)
 
     def status(self) -> str:
         """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
-        rows = self.app.database.fetch(self._queries().job_status, {"id": self.id})
-        if not rows:
-            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
-        return rows[0]["status"]
+        return self.app.store.status(self.id)
 
     def cancel(self, reason: str = "cancelled by user") -> str:
         """Cancel the job: a queued job becomes ``cancelled`` at once (returned); for a running
@@ -59,13 +50,7 @@ class Job:
         (the job then ends ``cancelled``). A finished job
         cannot be cancelled (JobStateError), except that cancelling twice is harmless.
         """
-        rows = self.app.database.fetch(self._queries().job_cancel, {"id": self.id, "reason": reason})
-        if rows:
-            return rows[0]["status"]
-        status = self.status()
-        if status in ("cancelled", "running"):
-            return status  # already cancelled, or cancellation already requested
-        raise errors.JobStateError(f"job {self.id} already {status}: it cannot be cancelled")
+        return self.app.store.cancel(self.id, reason)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the job to finish and return its result.
@@ -74,16 +59,19 @@ class Job:
         TimeoutError) when ``timeout`` seconds pass first. The wait sleeps until the
         statement that finishes the job notifies it (one LISTEN connection per App serves
         every waiter; see ``pgqueue.waiting``), looking at the job again after growing
-        pauses as a safety net. It holds no pooled connection while it sleeps.
+        pauses as a safety net. It holds no pooled connection while it sleeps. With
+        ``listen`` off (behind a transaction-mode pooler) it only looks again, after pauses
+        growing to one second, and registers nothing for the finishing statement to do.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        queries = self._queries()
-        database = self.app.database
+        store = self.app.store
+        if not self.app.settings.listen:
+            return self._poll(deadline, timeout)
         waiters = self.app.result_waiters
         event = waiters.subscribe(self.id)
         try:
             generation = waiters.generation
-            waiter = database.fetch(queries.job_wait_register, {"id": self.id})[0]["id"]
+            waiter = store.register_waiter(self.id)
             try:
                 pause = 0.05
                 while True:
@@ -91,35 +79,35 @@ class Job:
                     if waiters.generation != generation:
                         # The listener reconnected: after a crash restart our row is gone.
                         generation = waiters.generation
-                        database.fetch(queries.job_wait_unregister, {"waiter": waiter})
-                        waiter = database.fetch(queries.job_wait_register, {"id": self.id})[0]["id"]
-                    finished, value = self._outcome()
+                        store.unregister_waiter(waiter)
+                        waiter = store.register_waiter(self.id)
+                    finished, value = store.outcome(self.id)
                     if finished:
                         return value
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise errors.ResultTimeout(
-                            f"job {self.id} did not finish within {timeout} s (it is "
-                            f"{self.status()}); call result() again to keep waiting"
-                        )
+                    remaining = self._remaining(deadline, timeout)
                     event.wait(pause if remaining is None else min(pause, remaining))
                     pause = min(pause * 2, 10.0)
             finally:
                 with contextlib.suppress(errors.PgQueueError):
-                    database.fetch(queries.job_wait_unregister, {"waiter": waiter})
+                    store.unregister_waiter(waiter)
         finally:
             waiters.unsubscribe(self.id, event)
 
-    def _outcome(self) -> tuple[bool, Any]:
-        """(True, result) once finished (raising for failed or cancelled); (False, None) before."""
-        rows = self.app.database.fetch(self._queries().job_outcome, {"id": self.id})
-        if not rows:
-            raise errors.JobNotFound(f"there is no job {self.id} in schema {self.app.settings.schema!r}")
-        status, result, error = rows[0]["status"], rows[0]["result"], rows[0]["error"]
-        if status == "succeeded":
-            return True, result
-        if status == "failed":
-            raise errors.JobFailed(self.id, error)
-        if status == "cancelled":
-            raise errors.JobCancelled(self.id)
-        return False, None
+    def _poll(self, deadline: float | None, timeout: float | None) -> Any:
+        pause = 0.05
+        while True:
+            finished, value = self.app.store.outcome(self.id)
+            if finished:
+                return value
+            remaining = self._remaining(deadline, timeout)
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, 1.0)
+
+    def _remaining(self, deadline: float | None, timeout: float | None) -> float | None:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise errors.ResultTimeout(
+                f"job {self.id} did not finish within {timeout} s (it is "
+                f"{self.status()}); call result() again to keep waiting"
+            )
+        return remaining

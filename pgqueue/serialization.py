@@ -22,6 +22,11 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+def has_nul(text: str) -> bool:
+    """Whether JSON text may hold a NUL character (PostgreSQL's jsonb cannot store one)."""
+    return "\\u0000" in text
+
+
 def check_encodable(text: str, what: str) -> str:
     """Refuse text the database cannot store (lone surrogates: undecodable bytes)."""
     try:
@@ -93,9 +98,10 @@ def encode_call(func: Callable[..., Any], task_name: str, args: Sequence[Any],
     try:
         encoded = dumps(list(args)), dumps(dict(kwargs))
     except (TypeError, ValueError):
-        pass
+        encoded = None
     else:
-        if not (has_non_string_keys(args) or has_non_string_keys(dict(kwargs))):
+        if not (has_non_string_keys(args) or has_non_string_keys(dict(kwargs))
+                or has_nul(encoded[0]) or has_nul(encoded[1])):
             for text in encoded:
                 check_encodable(text, f"an argument of task {task_name!r}")
             return encoded
@@ -103,7 +109,15 @@ def encode_call(func: Callable[..., Any], task_name: str, args: Sequence[Any],
     for index, value in enumerate(args):
         _check(task_name, names[index], value)
     for key, value in kwargs.items():
+        if "\x00" in key:
+            raise errors.ArgumentNotSerializable(
+                f"keyword argument {key!r} of task {task_name!r} has a NUL character in its name")
         _check(task_name, repr(key), value)
+    if encoded is not None:
+        # A false alarm: a string holding the six characters \u0000, not a NUL.
+        for text in encoded:
+            check_encodable(text, f"an argument of task {task_name!r}")
+        return encoded
     # Should not be reached: report the whole call.
     raise errors.ArgumentNotSerializable(f"the arguments of task {task_name!r} cannot be stored as JSON")
 
@@ -129,12 +143,17 @@ def _check(task_name: str, argument: str, value: Any) -> None:
     where = f"argument {argument}{path}" if path else f"argument {argument}"
     if isinstance(bad, float):
         what = f"the float {bad!r}, which JSON cannot represent"
+    elif isinstance(bad, _Nul):
+        what = (f"a string with a NUL character ({bad.text[:30]!r}), which PostgreSQL cannot store "
+                "in JSON: remove it, or send the bytes encoded (base64)")
     elif isinstance(bad, _BadKey):
         what = (f"a dict key of type {type(bad.key).__name__}, which JSON would turn into a "
                 f"string ({bad.key!r} -> {str(bad.key)!r})")
     else:
         what = f"of type {type(bad).__module__}.{type(bad).__qualname__}".replace("builtins.", "")
         what = f"a value {what}, which cannot be stored as JSON"
+    if isinstance(bad, _Nul):
+        raise errors.ArgumentNotSerializable(f"{where} of task {task_name!r} is {what}")
     raise errors.ArgumentNotSerializable(
         f"{where} of task {task_name!r} is {what}: pass JSON-compatible values "
         "(str, int, float, bool, None, list, dict with str keys), e.g. an id or an ISO date string"
@@ -146,8 +165,15 @@ class _BadKey:
         self.key = key
 
 
+class _Nul:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def _first_problem(value: Any, path: str) -> tuple[str, Any] | None:
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        return (path, _Nul(value)) if "\x00" in value else None
+    if value is None or isinstance(value, (bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, value)
@@ -161,6 +187,8 @@ def _first_problem(value: Any, path: str) -> tuple[str, Any] | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path}[{key!r}]", _BadKey(key)
+            if "\x00" in key:
+                return f"{path}[{key!r}]", _Nul(key)
             found = _first_problem(item, f"{path}[{key!r}]")
             if found:
                 return found

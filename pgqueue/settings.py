@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ DEFAULT_MAX_CRASHES = 3
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_EMBEDDED_DIR = ".pgqueue"
+DEFAULT_MAINTENANCE_INTERVAL = 0.25
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+PREPARED_CHOICES = ("auto", "on", "off")
 
 # Recovery bounds: a heartbeat faster than this loads the database for nothing; a
 # lease shorter than this declares busy-but-healthy runners dead on a slow network.
@@ -96,6 +100,16 @@ class Settings:
         "Seconds without a heartbeat after which a runner is declared dead and its jobs re-queued "
         "(at least 2, and at least twice heartbeat_interval).",
     )
+    maintenance_interval: float = _setting(
+        DEFAULT_MAINTENANCE_INTERVAL,
+        "Seconds between maintenance passes (reaping dead runners, promoting jobs scheduled for "
+        "later), elected: one pass per interval for the whole cluster.",
+    )
+    instant_recovery: bool = _setting(
+        True,
+        "Detect a worker process that died from its closed database sessions and re-run its jobs "
+        "at once. Off by itself behind a connection pooler, where the lease alone decides.",
+    )
     shutdown_timeout: float = _setting(
         DEFAULT_SHUTDOWN_TIMEOUT,
         "Seconds a stopping worker lets running jobs finish before handing them back to the queue.",
@@ -117,6 +131,18 @@ class Settings:
     pool_size: int = _setting(DEFAULT_POOL_SIZE, "Largest number of connections in the App's pool.")
     connect_timeout: float = _setting(
         DEFAULT_CONNECT_TIMEOUT, "Seconds to wait for the server when connecting (libpq waits at least 2)."
+    )
+    max_args_bytes: int = _setting(
+        DEFAULT_MAX_PAYLOAD, "Largest size in bytes of a job's arguments (as JSON), checked at enqueue."
+    )
+    max_result_bytes: int = _setting(
+        DEFAULT_MAX_PAYLOAD,
+        "Largest size in bytes of a job's return value (as JSON); a larger one fails the job.",
+    )
+    prepared_statements: str = _setting(
+        "auto",
+        "Prepared statements on pgqueue's connections: auto (on for direct connections, off behind "
+        "a pooler such as PgBouncer), on, or off.",
     )
     log_level: str = _setting("INFO", "Logging level of the worker and the CLI.")
     embedded_dir: str = _setting(
@@ -142,8 +168,10 @@ class Settings:
         names = setting_names()
         unknown = sorted(set(overrides) - set(names))
         if unknown:
+            hint = _did_you_mean(unknown[0], names)
             raise errors.ConfigurationError(
-                f"unknown setting {unknown[0]!r}; settings are: {', '.join(names)}"
+                f"unknown setting {unknown[0]!r}"
+                + (hint if hint.startswith(";") else f"; settings are: {', '.join(names)}")
             )
         pyproject_path, table = _pyproject_table(cwd or Path.cwd())
 
@@ -166,9 +194,9 @@ class Settings:
                 sources[name] = str(pyproject_path)
         unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX)
                              and k[len(ENV_PREFIX):].lower() not in names and k not in _OTHER_ENV)
-        if unknown_env:
-            logger.warning("ignoring %s: not a pgqueue setting (settings are: %s)",
-                           ", ".join(unknown_env), ", ".join(env_name(n) for n in names))
+        for variable in unknown_env:
+            logger.warning("ignoring %s: not a pgqueue setting%s", variable,
+                           _did_you_mean(variable, [env_name(n) for n in names]))
         settings = cls(**values, sources=sources)
         settings.validate()
         return settings
@@ -188,41 +216,35 @@ class Settings:
     def validate(self) -> None:
         validate_schema_name(self.schema)
 
-        def positive(name: str) -> None:
-            value = getattr(self, name)
-            if value <= 0:
-                raise errors.ConfigurationError(
-                    f"{name} must be greater than 0, not {value!r} (from {self.source(name)})"
-                )
+        def fail(name: str, rule: str) -> None:
+            raise errors.ConfigurationError(
+                f"{name} must be {rule}, not {getattr(self, name)!r} (from {self.source(name)})"
+            )
 
-        for name in ("concurrency", "processes", "poll_interval", "max_attempts", "pool_size",
-                     "connect_timeout", "max_crashes", "retry_backoff_max"):
-            positive(name)
-        if self.retry_backoff < 0 or self.shutdown_timeout < 0:
-            name = "retry_backoff" if self.retry_backoff < 0 else "shutdown_timeout"
-            raise errors.ConfigurationError(
-                f"{name} must be 0 or more, not {getattr(self, name)!r} (from {self.source(name)})"
-            )
+        for name, (low, high, inclusive_low) in _BOUNDS.items():
+            value = getattr(self, name)
+            # NaN fails every comparison: test for the good range, not for the bad one.
+            if not (math.isfinite(value) and (value >= low if inclusive_low else value > low)
+                    and value <= high):
+                fail(name, f"a finite number {'>=' if inclusive_low else '>'} {low:g} and <= {high:g}")
         if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL:
-            raise errors.ConfigurationError(
-                f"heartbeat_interval must be at least {MIN_HEARTBEAT_INTERVAL} s, not "
-                f"{self.heartbeat_interval!r} (from {self.source('heartbeat_interval')})"
-            )
+            fail("heartbeat_interval", f"at least {MIN_HEARTBEAT_INTERVAL} s")
         if self.runner_dead_after < max(MIN_RUNNER_DEAD_AFTER, 2 * self.heartbeat_interval):
             raise errors.ConfigurationError(
                 f"runner_dead_after ({self.runner_dead_after!r} s, from "
                 f"{self.source('runner_dead_after')}) must be at least {MIN_RUNNER_DEAD_AFTER} s and "
                 f"at least twice heartbeat_interval ({self.heartbeat_interval!r} s)"
             )
+        if self.maintenance_interval * 2 > self.runner_dead_after:
+            fail("maintenance_interval", f"at most half of runner_dead_after ({self.runner_dead_after:g} s)")
         if self.log_level not in LOG_LEVELS:
-            raise errors.ConfigurationError(
-                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r} "
-                f"(from {self.source('log_level')})"
-            )
+            fail("log_level", f"one of {', '.join(LOG_LEVELS)}")
+        if self.prepared_statements not in PREPARED_CHOICES:
+            fail("prepared_statements", f"one of {', '.join(PREPARED_CHOICES)}")
         if self.app is not None and ":" not in self.app:
             raise errors.ConfigurationError(
-                f"app must look like module:attribute (e.g. myproject.tasks:app), not {self.app!r} "
-                f"(from {self.source('app')})"
+                f"app must look like module:attribute (e.g. myproject.tasks:app) or "
+                f"path/to/file.py:attribute, not {self.app!r} (from {self.source('app')})"
             )
         if self.queues is not None:
             if not self.queues or any(not q for q in self.queues):
@@ -230,6 +252,44 @@ class Settings:
                     f"queues must be a comma-separated list of non-empty names, not "
                     f"{','.join(self.queues)!r} (from {self.source('queues')})"
                 )
+            too_long = [q for q in self.queues if len(q) > MAX_QUEUE_LENGTH]
+            if too_long:
+                raise errors.ConfigurationError(
+                    f"queue names are at most {MAX_QUEUE_LENGTH} characters; {too_long[0][:40]!r}... "
+                    f"is {len(too_long[0])} (from {self.source('queues')})"
+                )
+
+
+# Every number setting, with its range: (lowest, highest, lowest allowed itself). The upper
+# bounds are far beyond any real use; they keep values the database cannot turn into an
+# interval (1e300 seconds) out.
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "concurrency": (0, 10_000, False),
+    "processes": (0, 1_000, False),
+    "poll_interval": (0, 3600, False),
+    "heartbeat_interval": (0, 3600, False),
+    "runner_dead_after": (0, 86_400, False),
+    "maintenance_interval": (0.05, 60, True),
+    "shutdown_timeout": (0, 86_400, True),
+    "max_attempts": (0, 1_000_000_000, False),
+    "retry_backoff": (0, 86_400 * 365, True),
+    "retry_backoff_max": (0, 86_400 * 365, False),
+    "max_crashes": (0, 1_000_000, False),
+    "pool_size": (0, 10_000, False),
+    "connect_timeout": (0, 3600, False),
+    "max_args_bytes": (1024, 256 * 1024 * 1024, True),
+    "max_result_bytes": (1024, 256 * 1024 * 1024, True),
+}
+MAX_QUEUE_LENGTH = 128
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f" (settings are: {', '.join(choices)})"
 
 
 def setting_names() -> list[str]:
@@ -343,8 +403,9 @@ def _pyproject_table(start: Path) -> tuple[Path | None, dict[str, Any]]:
         raise errors.ConfigurationError(f"{path}: [tool.pgqueue] must be a table")
     unknown = sorted(set(table) - set(setting_names()))
     if unknown:
+        hint = _did_you_mean(unknown[0], setting_names())
         raise errors.ConfigurationError(
-            f"{path}: unknown key {unknown[0]!r} in [tool.pgqueue]; settings are: "
-            f"{', '.join(setting_names())}"
+            f"{path}: unknown key {unknown[0]!r} in [tool.pgqueue]"
+            + (hint if hint.startswith(";") else f"; settings are: {', '.join(setting_names())}")
         )
     return path, table

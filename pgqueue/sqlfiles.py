@@ -9,8 +9,9 @@
 ``sql/migrations/NNNN_slug.sql`` hold the schema, one file per migration.
 
 Both are written against the placeholder ``/* schema */`` (rendered as the quoted
-schema name and a dot) and ``/* channel */`` (the schema's NOTIFY channel prefix,
-used inside string literals). Queries are parsed once at import; a duplicate or
+schema name and a dot), ``/* channel */`` (the schema's NOTIFY channel prefix,
+used inside string literals) and ``/* runner_lock_class */`` (the first key of the
+schema's runner liveness locks, an integer). Queries are parsed once at import; a duplicate or
 malformed name fails at import, not at the first call.
 """
 
@@ -30,6 +31,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 SCHEMA_PLACEHOLDER = "/* schema */"
 CHANNEL_PLACEHOLDER = "/* channel */"
+LOCK_CLASS_PLACEHOLDER = "/* runner_lock_class */"
 
 # Lowercase identifiers only: the name is used unquoted in NOTIFY channels and
 # psql users should not have to quote it. Short enough that "<schema>.jobs"
@@ -66,9 +68,9 @@ def channel(schema: str, kind: str) -> str:
 
 def render(text: str, schema: str) -> str:
     validate_schema_name(schema)
-    return text.replace(SCHEMA_PLACEHOLDER, f'"{schema}".').replace(
-        CHANNEL_PLACEHOLDER, f"{schema}."
-    )
+    return (text.replace(SCHEMA_PLACEHOLDER, f'"{schema}".')
+            .replace(CHANNEL_PLACEHOLDER, f"{schema}.")
+            .replace(LOCK_CLASS_PLACEHOLDER, str(runner_lock_class(schema))))
 
 
 def _parse_queries(path: Path) -> dict[str, str]:
@@ -79,9 +81,10 @@ def _parse_queries(path: Path) -> dict[str, str]:
     def flush() -> None:
         if name is None:
             return
-        # Comment lines are for readers of the file, not for the server: without them the
-        # text stays short enough for psycopg to cache its parsing (statements < 4 KiB).
-        body = "\n".join(line.rstrip() for line in lines
+        # Comment lines and indentation are for readers of the file, not for the server:
+        # without them the text stays short enough for psycopg to cache its parsing
+        # (statements under 4 KiB). No statement continues a string literal across lines.
+        body = "\n".join(line.strip() for line in lines
                          if line.strip() and not line.lstrip().startswith("--")).strip()
         if not body:
             raise errors.ConfigurationError(f"{path}: query {name!r} is empty")
@@ -112,12 +115,50 @@ def _all_queries() -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s|%%")
+
+
+@dataclass(frozen=True)
+class RawStatement:
+    """A statement with PostgreSQL's own ``$n`` placeholders (for ``psycopg.RawCursor``): the
+    hot path sends it without psycopg parsing the text at every call, which it does for any
+    statement over 4 KiB. ``params(mapping)`` orders the values."""
+
+    text: str
+    names: tuple[str, ...]
+
+    def params(self, values: Mapping[str, object]) -> list[object]:
+        return [values[name] for name in self.names]
+
+
+def to_raw(text: str) -> RawStatement:
+    names: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return RawStatement(_NAMED_PARAM.sub(replace, text), tuple(names))
+
+
 class Queries:
     """The named statements rendered for one schema; ``queries.job_claim`` or ``queries["job_claim"]``."""
 
     def __init__(self, schema: str) -> None:
         self.schema = validate_schema_name(schema)
         self._rendered = {name: render(body, schema) for name, body in _all_queries().items()}
+        self._raw: dict[str, RawStatement] = {}
+
+    def raw(self, name: str) -> RawStatement:
+        """The statement ``name`` with ``$n`` placeholders, converted once."""
+        statement = self._raw.get(name)
+        if statement is None:
+            statement = self._raw[name] = to_raw(self[name])
+        return statement
 
     def __getitem__(self, name: str) -> str:
         try:
@@ -193,12 +234,22 @@ def head_revision() -> str:
 
 # Advisory lock keys: (class id, object id), both int4. The class id spells "pgqu";
 # the object id is a CRC-32 of "<schema>:<purpose>", so each schema's migrate and
-# reaper locks are distinct. Listed in the README; changing them is a breaking change.
+# reaper locks are distinct. A runner's liveness lock is (CRC-32 of "<schema>:runner",
+# runner id modulo 2^31). Listed in the README; changing them is a breaking change.
 ADVISORY_CLASS_ID = 0x70677175
 
 
-def advisory_key(schema: str, purpose: str) -> tuple[int, int]:
+def _int4_crc(text: str) -> int:
     import zlib
 
-    crc = zlib.crc32(f"{schema}:{purpose}".encode())
-    return ADVISORY_CLASS_ID, crc - (1 << 32) if crc >= (1 << 31) else crc
+    crc = zlib.crc32(text.encode())
+    return crc - (1 << 32) if crc >= (1 << 31) else crc
+
+
+def advisory_key(schema: str, purpose: str) -> tuple[int, int]:
+    return ADVISORY_CLASS_ID, _int4_crc(f"{schema}:{purpose}")
+
+
+def runner_lock_class(schema: str) -> int:
+    """First key of the schema's runner liveness locks (the second is the runner id)."""
+    return _int4_crc(f"{schema}:runner")

@@ -27,6 +27,11 @@ R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
 _INT32 = (-(2**31), 2**31 - 1)
+# Longest names the schema accepts (CHECK constraints of the jobs table): longer ones would not
+# fit a btree index entry.
+MAX_QUEUE_LENGTH = 128
+MAX_TASK_NAME_LENGTH = 255
+MAX_KEY_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,38 @@ class TaskConfig:
 def validate_queue(queue: Any) -> str:
     if not isinstance(queue, str) or not queue.strip() or queue != queue.strip():
         raise errors.ConfigurationError(f"queue must be a non-empty name without surrounding spaces, not {queue!r}")
+    if len(queue) > MAX_QUEUE_LENGTH or "\x00" in queue:
+        raise errors.ConfigurationError(
+            f"queue names are at most {MAX_QUEUE_LENGTH} characters, without NUL characters; "
+            f"{queue[:40]!r}... has {len(queue)}")
     return queue
+
+
+def validate_task_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise errors.ConfigurationError(f"task name must be a non-empty string, not {name!r}")
+    if len(name) > MAX_TASK_NAME_LENGTH or "\x00" in name:
+        raise errors.ConfigurationError(
+            f"task names are at most {MAX_TASK_NAME_LENGTH} characters, without NUL characters; "
+            f"{name[:40]!r}... has {len(name)}: give @app.task(name=...)")
+    return name
+
+
+def validate_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise errors.ConfigurationError(f"key must be a non-empty string, not {key!r}")
+    if len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        raise errors.ConfigurationError(
+            f"keys are at most {MAX_KEY_LENGTH} characters, without NUL characters; "
+            f"{key[:40]!r}... has {len(key)}: hash a long key (e.g. hashlib.sha256(...).hexdigest())")
+    return key
+
+
+def seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    """A number of seconds, or a timedelta."""
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    return _validate_seconds(name, value, allow_zero=allow_zero)
 
 
 def validate_priority(priority: Any) -> int:
@@ -60,11 +96,17 @@ def validate_max_attempts(value: Any) -> int:
     return value
 
 
+# Ten years: a delay or timeout beyond it is a mistake (and would not fit an interval).
+MAX_SECONDS = 10 * 365 * 86400
+
+
 def _validate_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
+            or value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
         bound = ">= 0" if allow_zero else "> 0"
-        raise errors.ConfigurationError(f"{name} must be a number of seconds {bound}, not {value!r}")
+        raise errors.ConfigurationError(
+            f"{name} must be a number of seconds {bound} and at most ten years (or a timedelta), "
+            f"not {value!r}")
     return float(value)
 
 
@@ -126,10 +168,16 @@ class EnqueueOptions:
     def options(self, **options: Any) -> "EnqueueOptions":
         unknown = sorted(set(options) - set(_OPTION_NAMES))
         if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], _OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise errors.ConfigurationError(
-                f"unknown enqueue option {unknown[0]!r}; options are: {', '.join(_OPTION_NAMES)} "
+                f"unknown enqueue option {unknown[0]!r}{hint} Options are: {', '.join(_OPTION_NAMES)} "
                 "(task arguments go to .enqueue())"
             )
+        if isinstance(options.get("delay"), dt.timedelta):
+            options["delay"] = seconds("delay", options["delay"])
         new = dataclasses.replace(self, **options)
         new._validate()
         return new
@@ -150,8 +198,8 @@ class EnqueueOptions:
             validate_priority(self.priority)
         if self.queue is not None:
             validate_queue(self.queue)
-        if self.key is not None and (not isinstance(self.key, str) or not self.key):
-            raise errors.ConfigurationError(f"key must be a non-empty string, not {self.key!r}")
+        if self.key is not None:
+            validate_key(self.key)
         if self.max_attempts is not None:
             validate_max_attempts(self.max_attempts)
 
@@ -167,13 +215,27 @@ class EnqueueOptions:
             "key": self.key,
         }
 
+    def _check_size(self, *texts: str | None) -> None:
+        limit = self.task.app.settings.max_args_bytes
+        total = sum(len(t) for t in texts if t)
+        if total * 4 <= limit:  # a character takes at most 4 bytes: no need to encode
+            return
+        size = sum(len(t.encode("utf-8")) for t in texts if t)
+        if size > limit:
+            raise errors.ArgumentNotSerializable(
+                f"the arguments of task {self.task.name!r} take {size} bytes as JSON, over "
+                f"max_args_bytes ({limit}): pass a reference (an id, a path, a URL) instead of the "
+                "data, or raise the setting")
+
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
         task = self.task
         task.check_call(args, kwargs)
         args_json, kwargs_json = serialization.encode_call(task.func, task.name, args, kwargs)
+        self._check_size(args_json, kwargs_json)
         params = self._params()
         params["args"], params["kwargs"] = args_json, kwargs_json
-        return task.app._insert_job(params, conn=self.conn)
+        job_id, created = task.app.store.enqueue(params, conn=self.conn)
+        return Job(task.app, job_id, created=created)
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[Job]:
         """Enqueue one job per item, in one statement: a tuple/list of positional arguments,
@@ -218,6 +280,21 @@ class EnqueueOptions:
         serialization.check_encodable(args_json, f"an argument of task {task.name!r}")
         if kwargs_json is not None:
             serialization.check_encodable(kwargs_json, f"a keyword argument of task {task.name!r}")
+        if serialization.has_nul(args_json) or (kwargs_json is not None and serialization.has_nul(kwargs_json)):
+            for index, (args, kwargs) in enumerate(zip(all_args, all_kwargs)):
+                try:
+                    serialization.encode_call(task.func, task.name, args, kwargs)
+                except errors.ArgumentNotSerializable as exc:
+                    raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
+        limit = task.app.settings.max_args_bytes
+        if (len(args_json) + len(kwargs_json or "")) * 4 > limit:
+            # The whole batch could hold one job over the limit: look at each.
+            for index, (args, kwargs) in enumerate(zip(all_args, all_kwargs)):
+                try:
+                    self._check_size(serialization.dumps(list(args)), serialization.dumps(dict(kwargs)))
+                except errors.ArgumentNotSerializable as exc:
+                    raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
         params = self._params()
         params["args"], params["kwargs"], params["count"] = args_json, kwargs_json, len(all_args)
-        return task.app._insert_jobs(params, conn=self.conn)
+        ids = task.app.store.enqueue_many(params, conn=self.conn)
+        return [Job(task.app, job_id) for job_id in ids]

@@ -13,8 +13,8 @@ import pytest
 import pgqueue
 from helpers import events
 from pgqueue.worker import outcomes
-from pgqueue.worker.completer import finish_params
-from pgqueue.worker.reaper import reap
+from pgqueue.worker.connections import BorrowedConnection
+from sqlrunner import claim, finish, maintain, register
 
 
 @pytest.fixture
@@ -22,21 +22,12 @@ def t(app: pgqueue.App):
     return app.task(name="t")(lambda *args: None)
 
 
-def register(app: pgqueue.App, admin: psycopg.Connection, **extra: object) -> int:
-    params = {"host": "test-host", "pid": 4242, "queues": None, "concurrency": 5, "version": "test",
-              "heartbeat_interval": 1, "dead_after": 10, **extra}
-    return admin.execute(app.queries.runner_register, params).fetchone()[0]
-
-
-def claim(app: pgqueue.App, admin: psycopg.Connection, runner: int, limit: int = 1) -> list[tuple]:
-    """The claimed jobs' rows (id first); the statement's first columns are about the runner."""
-    rows = admin.execute(app.queries.job_claim, {"runner_id": runner, "limit": limit, "queues": None,
-                                                 "can_wait": False}).fetchall()
-    return [row[3:] for row in rows if row[3] is not None]
-
-
-def finish(app: pgqueue.App, admin: psycopg.Connection, *outs: outcomes.Outcome) -> set[int]:
-    return {r[0] for r in admin.execute(app.queries.job_finish, finish_params(list(outs))).fetchall()}
+def stop(app: pgqueue.App, admin: psycopg.Connection, runner: int, reason: str) -> None:
+    """What a runner's clean stop runs: mark it stopped, hand back what it still runs."""
+    conn = BorrowedConnection(admin)
+    with admin.transaction():
+        conn.run(app.queries.raw("runner_end"), {"runner_id": runner, "state": "stopped", "reason": reason})
+        conn.run(app.queries.raw("runner_hand_back"), {"runner_id": runner, "reason": reason})
 
 
 def transitions(admin: psycopg.Connection, schema: str, job_id: int) -> list[tuple]:
@@ -70,8 +61,8 @@ def test_every_transition_leaves_one_event(app, t, admin) -> None:
     # Silent for a minute, on a lease far shorter than the server's uptime (a server that
     # started less than a lease ago grants every runner a full lease).
     admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 minute', "
-                  "dead_after = 0.001 WHERE id = %s", (runner,))
-    reap(admin, app.queries, max_crashes=3)
+                  "dead_after = 0.5 WHERE id = %s", (runner,))
+    maintain(app, admin)
     history = events(admin, schema, crashed.id)
     assert [(e[0], e[1]) for e in history] == [(None, "queued"), ("queued", "running"), ("running", "queued")]
     assert history[-1][3] == runner
@@ -84,15 +75,15 @@ def test_every_transition_leaves_one_event(app, t, admin) -> None:
 
     runner2 = register(app, admin)
     handed = t.enqueue()
-    assert claim(app, admin, runner2, limit=5)[0][0] == crashed.id  # the crashed job, first in line
-    admin.execute(app.queries.runner_stop, {"runner_id": runner2, "reason": "handed back: worker stopping"})
+    assert claim(app, admin, runner2, limit=5)[0].id == crashed.id  # the crashed job, first in line
+    stop(app, admin, runner2, "handed back: worker stopping")
     assert transitions(admin, schema, handed.id)[-1] == ("running", "queued", 1)
     assert transitions(admin, schema, crashed.id)[-1] == ("running", "queued", 2)
 
     # A retry of a job whose cancellation was requested meanwhile ends it as cancelled.
     runner3 = register(app, admin)
     doomed = t.enqueue()
-    assert [r[0] for r in claim(app, admin, runner3, limit=5)] == [crashed.id, handed.id, doomed.id]
+    assert [j.id for j in claim(app, admin, runner3, limit=5)] == [crashed.id, handed.id, doomed.id]
     assert doomed.cancel() == "running"
     finish(app, admin, outcomes.Outcome(doomed.id, runner3, 1, "queued", error='{"type": "E"}', failed=True,
                                         reason="retry in 1.0 s: E"))
@@ -114,28 +105,34 @@ def test_every_transition_leaves_one_event(app, t, admin) -> None:
 
 
 def test_queue_stats_on_a_seeded_database(app, t, admin) -> None:
+    """Queued, scheduled and running come from the partial indexes; finished counts from the
+    throughput rollup the finishing statements write (the last 24 hours)."""
     schema = app.settings.schema
     runner = register(app, admin)
+    done = t.options(queue="mail").enqueue()
+    old = t.options(queue="mail").enqueue()
+    claim(app, admin, runner, limit=2, queues=["mail"])
+    finish(app, admin, outcomes.Outcome(old.id, runner, 1, "failed", error='{"type": "E"}', failed=True,
+                                        reason="failed"))
+    # The failure happened 5 minutes ago (its minute of the rollup, moved back).
+    admin.execute(f"""UPDATE "{schema}".throughput SET minute = minute - interval '5 minutes'
+                      WHERE failed > 0""")
+    finish(app, admin, outcomes.Outcome(done.id, runner, 1, "succeeded", result="1", reason="succeeded"))
     app.enqueue_many(t, [()] * 4)                               # 4 queued (default)
     t.options(queue="mail").enqueue()                           # 1 queued (mail)
     t.options(queue="mail", delay=3600).enqueue()               # 1 scheduled (mail)
-    claim(app, admin, runner, limit=2)                          # 2 of default running
-    done = t.options(queue="mail").enqueue()
-    admin.execute(f"""UPDATE "{schema}".jobs SET status = 'succeeded', finished_at = now()
-                      WHERE id = %s""", (done.id,))
-    old = t.options(queue="mail").enqueue()
-    admin.execute(f"""UPDATE "{schema}".jobs SET status = 'failed', finished_at = now() - interval '5 minutes'
-                      WHERE id = %s""", (old.id,))
+    claim(app, admin, runner, limit=2, queues=["default"])      # 2 of default running
     admin.execute(f"""UPDATE "{schema}".jobs SET run_at = now() - interval '90 seconds'
                       WHERE queue = 'mail' AND status = 'queued' AND run_at <= now()""")
     rows = {r[0]: r[1:] for r in admin.execute(
         f"""SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
-                   extract(epoch FROM oldest_queued_age)::int, succeeded_last_minute, failed_last_minute
+                   extract(epoch FROM oldest_queued_age)::int, succeeded_last_minute, failed_last_minute,
+                   succeeded_last_hour, failed_last_hour
             FROM "{schema}".queue_stats""").fetchall()}
     assert rows["default"][:6] == (2, 0, 2, 0, 0, 0)
     assert rows["mail"][:6] == (1, 1, 0, 1, 1, 0)
     assert 89 <= rows["mail"][6] <= 120
-    assert rows["mail"][7:] == (1, 0)
+    assert rows["mail"][7:] == (1, 0, 1, 1)
 
 
 def test_runner_health_tells_alive_from_dead(app, t, admin) -> None:
@@ -147,7 +144,7 @@ def test_runner_health_tells_alive_from_dead(app, t, admin) -> None:
     claim(app, admin, alive, limit=1)
     admin.execute(f"""UPDATE "{schema}".runners SET heartbeat_at = now() - interval '1 minute' WHERE id = %s""",
                   (silent,))
-    admin.execute(app.queries.runner_stop, {"runner_id": stopped, "reason": "stopped"})
+    stop(app, admin, stopped, "stopped")
     rows = {r[0]: r[1:] for r in admin.execute(
         f'SELECT id, state, alive, running_jobs FROM "{schema}".runner_health').fetchall()}
     assert rows[alive] == ("running", True, 1)
@@ -211,7 +208,8 @@ def test_cli_status(app, seeded, database_dsn) -> None:
     assert "default" in text.stdout and "mail" in text.stdout and "Runners: 1 alive" in text.stdout
     data = json.loads(cli(database_dsn, schema, "status", "--json").stdout)
     by_queue = {q["queue"]: q for q in data["queues"]}
-    assert (by_queue["default"]["failed"], by_queue["default"]["succeeded"], by_queue["mail"]["queued"]) == (1, 1, 1)
+    # The failure is in the last 24 hours; the success was set 10 days back by hand (no rollup).
+    assert (by_queue["default"]["failed"], by_queue["default"]["succeeded"], by_queue["mail"]["queued"]) == (1, 0, 1)
     assert data["runners"][0]["alive"] is True
 
 

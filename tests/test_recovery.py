@@ -13,8 +13,9 @@ import pytest
 import pgqueue
 from helpers import events, wait_for
 from pgqueue.worker.connections import OutageLog, ServiceConnection
-from pgqueue.worker.heartbeat import Heartbeat
-from pgqueue.worker.reaper import reap
+from pgqueue.worker.control import Control
+from pgqueue.worker.lease import EXPIRED, LOST, VALID, Lease
+from sqlrunner import claim, maintain, register
 
 FAST = ("--heartbeat-interval", "0.5", "--runner-dead-after", "2")
 
@@ -46,7 +47,8 @@ def test_sigkill_mid_job_another_worker_finishes(wapp, start_worker, admin) -> N
             ("queued", "running", survivor),
             ("running", "succeeded", survivor),
         ], history
-        assert history[2][4].startswith(f"runner {dead_runner} declared dead: no heartbeat for ")
+        # Its sessions ended with the process: declared dead at once, not after the lease.
+        assert history[2][4].startswith(f"runner {dead_runner} declared dead: process gone")
         row = job.info()
         assert (row["attempts"], row["crashes"], row["failures"]) == (2, 1, 0)
     # Worker 1 started each job and never finished one; worker 2 ran each from start to end.
@@ -95,14 +97,11 @@ def test_a_paused_worker_declared_dead_does_not_overwrite_the_new_attempt(wapp, 
 
 def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -> None:
     schema = app.settings.schema
-    q = app.queries
     task = app.task(name="t")(lambda: None)
     jobs = app.enqueue_many(task, [()] * 50)
-    dead = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 50,
-                                             "version": "test",
-                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
-    admin.execute(q.job_claim, {"runner_id": dead, "limit": 50, "queues": None, "can_wait": False})
-    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour', dead_after = 0.001 "
+    dead = register(app, admin, concurrency=50)
+    claim(app, admin, dead, limit=50)
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour', dead_after = 0.5 "
                   "WHERE id = %s", (dead,))
     barrier = threading.Barrier(6)
     results: list[object] = []
@@ -111,7 +110,7 @@ def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -
         with psycopg.connect(database_dsn, autocommit=True) as conn:
             barrier.wait()
             try:
-                results.append(reap(conn, q, max_crashes=3))
+                results.append(maintain(app, conn))
             except Exception as exc:  # asserted below
                 results.append(exc)
 
@@ -130,37 +129,68 @@ def test_concurrent_reapers_never_both_reclaim_a_job(app, admin, database_dsn) -
     assert admin.execute(f'SELECT DISTINCT status, crashes FROM "{schema}".jobs').fetchall() == [("queued", 1)]
 
 
-def test_the_reaper_gives_a_restarted_server_a_grace_period(app, admin) -> None:
-    """Heartbeats older than the server's start do not count against a runner: after a
-    restart every runner gets a full lease to heartbeat again."""
+def test_a_pass_after_a_gap_gives_every_runner_a_fresh_lease(app, admin) -> None:
+    """Nothing could heartbeat while no pass could run (a lock, a failover, a paused VM): the
+    first pass after the gap counts every heartbeat as no older than itself."""
     schema = app.settings.schema
-    q = app.queries
-    runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test", "heartbeat_interval": 1,
-                                               "dead_after": 10}).fetchone()[0]
-    up = float(admin.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())").fetchone()[0])
-    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = pg_postmaster_start_time() - interval '1 hour', "
-                  "dead_after = %s WHERE id = %s", (up + 3600, runner))
-    assert reap(admin, q, max_crashes=3).dead_runners == ()
-    admin.execute(f'UPDATE "{schema}".runners SET dead_after = %s WHERE id = %s', (max(up - 1, 2), runner))
-    assert reap(admin, q, max_crashes=3).dead_runners == (runner,)
+    runner = register(app, admin, dead_after=10)
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+                  (runner,))
+    admin.execute(f"UPDATE \"{schema}\".maintenance SET last_pass_at = now() - interval '1 minute'")
+    assert maintain(app, admin, steady=False).dead_runners == ()
+    resumed = admin.execute(f'SELECT now() - resumed_at < interval \'5 s\' FROM "{schema}".maintenance').fetchone()
+    assert resumed == (True,)
+    assert maintain(app, admin, steady=False).dead_runners == ()  # still within the new lease
+    admin.execute(f"UPDATE \"{schema}\".maintenance SET resumed_at = now() - interval '11 s'")
+    assert maintain(app, admin, steady=False).dead_runners == (runner,)
+
+
+def test_after_a_crash_restart_or_failover_every_runner_gets_a_lease(app, admin) -> None:
+    """The unlogged server_epoch row is gone after a crash restart and on a promoted standby:
+    the pass that finds it gone grants every runner a lease from then, and does not trust
+    liveness locks (which vanished with the old server) before they had a lease to come back."""
+    schema = app.settings.schema
+    runner = register(app, admin, dead_after=10, liveness=True)  # its lock is on `admin`
+    other = register(app, admin, dead_after=10)
+    admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 hour'")
+    admin.execute(f'DELETE FROM "{schema}".server_epoch')  # what a crash restart leaves
+    admin.execute(f"SELECT pg_advisory_unlock_all()")  # ...and the locks are gone
+    assert maintain(app, admin).dead_runners == ()
+    admin.execute(f"UPDATE \"{schema}\".server_epoch SET noticed_at = now() - interval '11 s'")
+    result = maintain(app, admin)
+    assert result.dead_runners == (runner, other)
+    assert result.reasons[0].startswith("process gone") and result.reasons[1].startswith("no heartbeat")
 
 
 def test_the_reaper_uses_each_runners_own_lease(app, admin) -> None:
     schema = app.settings.schema
-    q = app.queries
-    slow = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                             "version": "test", "heartbeat_interval": 20,
-                                             "dead_after": 60}).fetchone()[0]
-    fast = admin.execute(q.runner_register, {"host": "h", "pid": 2, "queues": None, "concurrency": 1,
-                                             "version": "test", "heartbeat_interval": 0.5,
-                                             "dead_after": 2}).fetchone()[0]
+    slow = register(app, admin, heartbeat_interval=20, dead_after=60)
+    fast = register(app, admin, heartbeat_interval=0.5, dead_after=2)
     # The server must have been up longer than the fast lease (a younger server grants a full one).
     wait_for(lambda: admin.execute("SELECT now() - pg_postmaster_start_time() > interval '3 s'").fetchone()[0],
              message="the server to be up for 3 s")
     admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '5 seconds'")
-    assert reap(admin, q, max_crashes=3).dead_runners == (fast,)
+    assert maintain(app, admin).dead_runners == (fast,)
     assert admin.execute(f'SELECT state FROM "{schema}".runners WHERE id = %s', (slow,)).fetchone() == ("running",)
+
+
+def test_a_process_whose_sessions_ended_is_declared_dead_at_once(app, admin, database_dsn) -> None:
+    """The liveness lock: held by the runner's sessions, gone the moment they end."""
+    schema = app.settings.schema
+    task = app.task(name="t")(lambda: None)
+    job = task.enqueue()
+    with psycopg.connect(database_dsn, autocommit=True) as session:
+        runner = register(app, session, liveness=True)
+        claim(app, session, runner)
+        admin.execute(f"UPDATE \"{schema}\".runners SET heartbeat_at = now() - interval '1 s'")
+        assert maintain(app, admin).dead_runners == ()  # its session still holds the lock
+    result = maintain(app, admin)  # the session ended: the process is gone
+    assert result.dead_runners == (runner,) and result.requeued == 1
+    assert result.reasons[0].startswith("process gone")
+    last = events(admin, schema, job.id)[-1]
+    assert last[4].startswith(f"runner {runner} declared dead: process gone")
+    row = admin.execute(f'SELECT lost_reason FROM "{schema}".runners WHERE id = %s', (runner,)).fetchone()
+    assert row == ("process gone",)
 
 
 def test_a_poison_pill_fails_after_the_crash_budget_and_workers_survive(wapp, start_worker, admin) -> None:
@@ -197,58 +227,107 @@ def test_recovery_with_default_settings_is_under_15_seconds(wapp, start_worker, 
     assert elapsed < 15, f"kill to complete took {elapsed:.1f} s with default settings"
 
 
-def test_a_runner_that_cannot_heartbeat_loses_its_lease(app, admin) -> None:
-    lost: list[tuple[int, str]] = []
-    heartbeat = Heartbeat(
-        connection=ServiceConnection("postgresql://nobody@127.0.0.1:1/none", "heartbeat", 2),
-        queries=app.queries, interval=0.5, dead_after=2.0, outage=OutageLog(),
-        on_lease_lost=lambda runner, reason: lost.append((runner, reason)),
-        on_cancel_requested=lambda ids: None,
-    )
-    heartbeat.follow(7)
-    assert heartbeat.run_once() is True  # cut off, but the lease still runs
-    heartbeat._last_ok -= 3.0  # as if 3 s had passed without a successful beat
-    assert heartbeat.run_once() is False
-    assert lost and lost[0][0] == 7 and lost[0][1].startswith("no successful heartbeat for ")
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_lease_expires_renews_and_is_lost() -> None:
+    clock = FakeClock()
+    lease = Lease(2.0, clock=clock)
+    changes: list[tuple[str, str]] = []
+    lease.on_change(lambda c: changes.append((c.state, c.reason)))
+    assert lease.runner_id is None and not lease.may_claim()
+    lease.registered(7)
+    assert lease.may_claim() and lease.runner_id == 7
+    sent = lease.beat_sent()
+    clock.now += 1.0
+    lease.beat_ok(7, sent)
+    clock.now += 2.5  # 3.5 s since the beat was sent
+    assert not lease.may_claim() and lease.state == EXPIRED and lease.runner_id == 7
+    assert changes[-1][0] == EXPIRED and changes[-1][1].startswith("no successful heartbeat for 3.5 s")
+    lease.beat_ok(7, lease.beat_sent())  # the row was still alive: nobody took our jobs
+    assert lease.may_claim() and changes[-1] == (VALID, "renewed")
+    lease.beat_ok(6, lease.beat_sent())  # an earlier incarnation's beat changes nothing
+    lease.beat_found_dead(7)
+    assert lease.state == LOST and lease.lost_incarnation == (7, "declared dead by the reaper")
+    assert lease.runner_id is None and not lease.may_claim()
+    lease.lost(7, "again")  # no second loss
+    lease.registered(8)
+    assert lease.may_claim() and lease.lost_incarnation is None
+
+
+def control_for(app: pgqueue.App, dsn: str, lease: Lease) -> Control:
+    return Control(
+        connection=ServiceConnection(dsn, "control", 2), queries=app.queries, lease=lease,
+        interval=0.5, listen=False, queues=None, outage=OutageLog(), use_liveness=lambda: True,
+        on_work=lambda: None, on_cancel_requested=lambda ids: None, known_attempts=lambda: set(),
+        claims_done=lambda: 0, on_maintenance_hint=lambda rank, age: None,
+        release=lambda runner, keys: None)
+
+
+def test_a_runner_that_cannot_heartbeat_has_its_lease_expire(app) -> None:
+    clock = FakeClock()
+    lease = Lease(2.0, clock=clock)
+    lease.registered(7)
+    control = control_for(app, "postgresql://nobody@127.0.0.1:1/none", lease)
+    with pytest.raises(Exception):
+        control.run_once()  # cut off: the beat cannot be sent
+    assert lease.state == VALID  # but the lease still runs
+    clock.now += 3.0
+    lease.check()
+    assert lease.state == EXPIRED
 
 
 def test_an_expired_lease_is_renewed_when_the_row_is_still_alive(app, admin, database_dsn) -> None:
-    q = app.queries
-    runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test", "heartbeat_interval": 1,
-                                               "dead_after": 10}).fetchone()[0]
-    seen: list[tuple] = []
-    heartbeat = Heartbeat(
-        connection=ServiceConnection(database_dsn, "heartbeat", 2), queries=q, interval=0.5,
-        dead_after=2.0, outage=OutageLog(), on_lease_lost=lambda r, why: seen.append(("lost", r)),
-        on_cancel_requested=lambda ids: None,
-        on_lease_expired=lambda r, why: seen.append(("expired", r)),
-        on_lease_renewed=lambda r, silent: seen.append(("renewed", r)),
-    )
-    heartbeat.follow(runner)
-    heartbeat._last_ok -= 3.0  # as if the process had been paused for 3 s
-    assert heartbeat.expired()
-    assert heartbeat.run_once() is True
-    assert seen == [("expired", runner), ("renewed", runner)]
-    assert not heartbeat.expired()
+    runner = register(app, admin)
+    clock = FakeClock()
+    lease = Lease(2.0, clock=clock)
+    seen: list[str] = []
+    lease.on_change(lambda c: seen.append(c.state if c.reason != "renewed" else "renewed"))
+    lease.registered(runner)
+    clock.now += 3.0  # as if the process had been paused for 3 s
+    control = control_for(app, database_dsn, lease)
+    assert control.run_once() is True
+    assert seen == [VALID, EXPIRED, "renewed"]
+    assert lease.may_claim()
+    control.connection.discard()
 
 
 def test_a_runner_declared_dead_hears_it_from_its_heartbeat(app, admin, database_dsn) -> None:
-    q = app.queries
-    runner = admin.execute(q.runner_register, {"host": "h", "pid": 1, "queues": None, "concurrency": 1,
-                                               "version": "test",
-                                             "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
-    lost: list[tuple[int, str]] = []
-    heartbeat = Heartbeat(
-        connection=ServiceConnection(database_dsn, "heartbeat", 2), queries=q, interval=0.5,
-        dead_after=2.0, outage=OutageLog(), on_lease_lost=lambda r, why: lost.append((r, why)),
-        on_cancel_requested=lambda ids: None,
-    )
-    heartbeat.follow(runner)
-    assert heartbeat.run_once() is True
-    reap(admin, q, max_crashes=3, runner_id=runner, reason="test")
-    assert heartbeat.run_once() is False
-    assert lost == [(runner, "declared dead by the reaper")]
+    schema = app.settings.schema
+    runner = register(app, admin)
+    lease = Lease(2.0)
+    lease.registered(runner)
+    control = control_for(app, database_dsn, lease)
+    assert control.run_once() is True
+    admin.execute(f"UPDATE \"{schema}\".runners SET state = 'dead' WHERE id = %s", (runner,))
+    assert control.run_once() is False
+    assert lease.lost_incarnation == (runner, "declared dead by the reaper")
+    control.connection.discard()
+
+
+def test_heartbeats_go_on_while_the_jobs_table_is_locked(app, admin, database_dsn) -> None:
+    """The beat touches only the runners table: LOCK TABLE jobs (VACUUM FULL, REINDEX, an ALTER
+    queued behind a reader) does not stop it; reading the runner's attempts gives up quickly."""
+    schema = app.settings.schema
+    runner = register(app, admin)
+    lease = Lease(2.0)
+    lease.registered(runner)
+    control = control_for(app, database_dsn, lease)
+    with psycopg.connect(database_dsn) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".jobs IN ACCESS EXCLUSIVE MODE')
+        before = admin.execute(f'SELECT heartbeat_at FROM "{schema}".runners WHERE id = %s', (runner,)).fetchone()[0]
+        started = time.monotonic()
+        assert control.run_once() is True
+        assert time.monotonic() - started < 2.0
+        after = admin.execute(f'SELECT heartbeat_at FROM "{schema}".runners WHERE id = %s', (runner,)).fetchone()[0]
+        assert after > before
+        locker.rollback()
+    control.connection.discard()
 
 
 def test_attempts_a_runner_does_not_know_are_handed_back(wapp, start_worker, admin) -> None:
@@ -259,8 +338,7 @@ def test_attempts_a_runner_does_not_know_are_handed_back(wapp, start_worker, adm
     runner = worker.runner_id()
     job = wapp.tasks["add"].options(queue="elsewhere").enqueue(1, 2)
     # Claimed in the worker's name by someone else: the worker never heard of it.
-    admin.execute(wapp.queries.job_claim, {"runner_id": runner, "limit": 1, "queues": ["elsewhere"],
-                                           "can_wait": False})
+    claim(wapp, admin, runner, queues=["elsewhere"])
     assert job.status() == "running"
     wait_for(lambda: job.status() == "queued", timeout=20, message="the unknown attempt to be handed back")
     last = events(admin, schema, job.id)[-1]

@@ -7,30 +7,23 @@ import re
 import psycopg
 
 import pgqueue
-from pgqueue.worker.reaper import reap
+from sqlrunner import claim, maintain, register
 
 
-def register(app: pgqueue.App, admin: psycopg.Connection) -> int:
-    return admin.execute(app.queries.runner_register, {
-        "host": "h", "pid": 1, "queues": None, "concurrency": 10, "version": "test",
-        "heartbeat_interval": 1, "dead_after": 10}).fetchone()[0]
-
-
-def test_far_jobs_wait_outside_the_claim_index_until_promoted(app, admin) -> None:
+def test_later_jobs_wait_outside_the_claim_indexes_until_promoted(app, admin) -> None:
     schema = app.settings.schema
     task = app.task(name="t")(lambda: None)
+    now = task.enqueue()
     soon = task.options(delay=1).enqueue()
     later = task.options(delay=3600).enqueue()
     due = dict(admin.execute(f'SELECT id, due FROM "{schema}".jobs').fetchall())
-    assert (due[soon.id], due[later.id]) == (True, False)
-    # Its time comes near: the reaper tick promotes it, no earlier.
-    assert reap(admin, app.queries, max_crashes=3).promoted == 0
+    assert (due[now.id], due[soon.id], due[later.id]) == (True, False, False)
+    # Its time comes: the maintenance pass promotes it, no earlier.
+    assert maintain(app, admin).promoted == 0
     admin.execute(f"UPDATE \"{schema}\".jobs SET run_at = now() - interval '1 s' WHERE id = %s", (later.id,))
-    assert reap(admin, app.queries, max_crashes=3).promoted == 1
+    assert maintain(app, admin).promoted == 1
     runner = register(app, admin)
-    rows = admin.execute(app.queries.job_claim, {"runner_id": runner, "limit": 5, "queues": None,
-                                                 "can_wait": False}).fetchall()
-    assert [r[3] for r in rows] == [later.id]  # `soon` is in the index but not yet due
+    assert [j.id for j in claim(app, admin, runner, limit=5)] == [now.id, later.id]
 
 
 def test_claiming_does_not_walk_a_large_schedule(app, admin) -> None:
@@ -41,12 +34,13 @@ def test_claiming_does_not_walk_a_large_schedule(app, admin) -> None:
     now_job = task.enqueue()
     admin.execute(f'ANALYZE "{schema}".jobs')
     runner = register(app, admin)
+    from pgqueue.worker import claimer
+
+    params = claimer.Claim(runner, 10, "all").params(app.settings.max_args_bytes)
     with admin.transaction(force_rollback=True):
         plan = "\n".join(r[0] for r in admin.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries.job_claim,
-            {"runner_id": runner, "limit": 10, "queues": None, "can_wait": False}).fetchall())
-    assert "jobs_claim_idx" in plan, plan
-    assert "rows=1 loops=1" in plan  # the one due job, claimed
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries.job_claim, params).fetchall())
+    assert "jobs_ready_idx" in plan, plan
     total = re.search(r"Buffers: shared hit=(\d+)", plan)
     assert total and int(total.group(1)) < 120, (
         f"the claim touched {total.group(1) if total else '?'} buffers: is it walking scheduled jobs?\n{plan}")

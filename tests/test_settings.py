@@ -67,7 +67,12 @@ def test_environment_values_are_parsed(tmp_path: Path) -> None:
     ("environ", "message"),
     [
         ({"PGQUEUE_CONCURRENCY": "many"}, "PGQUEUE_CONCURRENCY='many': concurrency must be a whole number"),
-        ({"PGQUEUE_CONCURRENCY": "0"}, "concurrency must be greater than 0"),
+        ({"PGQUEUE_CONCURRENCY": "0"}, "concurrency must be a finite number > 0"),
+        ({"PGQUEUE_RUNNER_DEAD_AFTER": "nan"}, "runner_dead_after must be a finite number"),
+        ({"PGQUEUE_POLL_INTERVAL": "inf"}, "poll_interval must be a finite number"),
+        ({"PGQUEUE_RETRY_BACKOFF_MAX": "1e300"}, "retry_backoff_max must be a finite number > 0 and <= 3.1536e\\+07"),
+        ({"PGQUEUE_MAINTENANCE_INTERVAL": "6"}, "maintenance_interval must be at most half of runner_dead_after"),
+        ({"PGQUEUE_PREPARED_STATEMENTS": "sometimes"}, "prepared_statements must be one of auto, on, off"),
         ({"PGQUEUE_LISTEN": "maybe"}, "listen must be true or false"),
         ({"PGQUEUE_HEARTBEAT_INTERVAL": "0.1"}, "heartbeat_interval must be at least 0.5"),
         ({"PGQUEUE_RUNNER_DEAD_AFTER": "3", "PGQUEUE_HEARTBEAT_INTERVAL": "2"}, "at least twice heartbeat_interval"),
@@ -83,8 +88,15 @@ def test_bad_values_name_the_setting_and_source(tmp_path: Path, environ: dict[st
 
 
 def test_unknown_pyproject_key_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(errors.ConfigurationError, match="unknown key 'concurrancy' in \\[tool.pgqueue\\]"):
+    with pytest.raises(errors.ConfigurationError,
+                       match="unknown key 'concurrancy' in \\[tool.pgqueue\\]; did you mean concurrency"):
         load(tmp_path, pyproject="[tool.pgqueue]\nconcurrancy = 3\n")
+
+
+def test_a_misspelt_environment_variable_is_named_with_the_closest_setting(tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING"):
+        load(tmp_path, {"PGQUEUE_CONCURENCY": "3"})
+    assert "ignoring PGQUEUE_CONCURENCY: not a pgqueue setting; did you mean PGQUEUE_CONCURRENCY?" in caplog.text
 
 
 def test_unknown_argument_is_an_error(tmp_path: Path) -> None:

@@ -253,7 +253,7 @@ def test_connections_cut_under_load_lose_nothing(wapp, start_worker, admin, sche
     wait_for(lambda: done() > 20, message="some progress")
     cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
                         (f"pgqueue-test-{schema_name}",)).fetchone()[0]
-    assert cut >= 4, "the worker's connections should have been cut"
+    assert cut >= 2, "the worker's two connections (claim loop, control) should have been cut"
     wait_for(lambda: done() == len(jobs), timeout=60, message="every job to succeed after the cut")
     assert worker.proc.poll() is None
     log = worker.log()
@@ -301,6 +301,6 @@ def test_pgqueue_demo_runs_and_recovers(database_dsn) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Worker-1 exited with code -9" in out
-    assert out.count("declared dead: no heartbeat for") == 3
+    assert out.count("declared dead: process gone") == 3  # its sessions ended: known at once
     assert out.count("succeeded") >= 3
     assert "kill -> jobs completed:" in out

@@ -23,6 +23,8 @@ from .. import errors, serialization
 
 MAX_TRACEBACK = 64 * 1024
 MAX_MESSAGE = 4 * 1024
+# The longest retry delay anyone can ask for (Retry(delay=...) included): 10 years.
+MAX_DELAY = 10 * 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,27 @@ def _short(error: dict[str, str]) -> str:
 
 
 def backoff(failures: int, base: float, maximum: float, rng: random.Random | None = None) -> float:
-    """Delay before the retry that follows the ``failures``-th failure."""
+    """Delay before the retry that follows the ``failures``-th failure. The exponent is capped:
+    ``max_attempts=100000`` (retry forever) must not overflow a float at the 1025th failure."""
     if base <= 0:
         return 0.0
-    delay = min(base * (2 ** max(failures - 1, 0)), maximum)
-    return min(delay * (rng or random).uniform(0.5, 1.5), maximum)
+    delay = min(base * (2.0 ** min(max(failures - 1, 0), 62)), maximum)
+    return min(delay * (rng or random).uniform(0.5, 1.5), maximum, MAX_DELAY)
 
 
-def succeeded(job: Claimed, value: Any) -> Outcome:
+def _failure(job: Claimed, kind: str, message: str, *, short: str | None = None) -> Outcome:
+    error = {"type": kind, "message": message, "traceback": ""}
+    return Outcome(job.id, job.runner_id, job.attempt, "failed", error=serialization.dumps(error),
+                   failed=True, reason=f"failed, not retryable: {short or _short(error)}")
+
+
+def not_runnable(job: Claimed, kind: str, message: str) -> Outcome:
+    """The attempt of a job that cannot run at all (its arguments cannot be decoded): failed at
+    once, not retried (no later attempt would decode them either)."""
+    return _failure(job, kind, message)
+
+
+def succeeded(job: Claimed, value: Any, max_bytes: int | None = None) -> Outcome:
     try:
         result = storable_json(value)
     except (TypeError, ValueError) as exc:
@@ -113,6 +128,11 @@ def succeeded(job: Claimed, value: Any) -> Outcome:
         return Outcome(job.id, job.runner_id, job.attempt, "failed",
                        error=serialization.dumps(error), failed=True,
                        reason=f"failed: {_short(error)}")
+    if max_bytes is not None and len(result) * 4 > max_bytes and len(result.encode("utf-8")) > max_bytes:
+        return _failure(job, "ResultTooLarge",
+                        f"the return value of task {job.task!r} takes {len(result.encode('utf-8'))} "
+                        f"bytes as JSON, over max_result_bytes ({max_bytes}): store large data "
+                        "elsewhere and return a reference")
     return Outcome(job.id, job.runner_id, job.attempt, "succeeded", result=result, reason="succeeded")
 
 
@@ -133,7 +153,7 @@ def failed(job: Claimed, exc: BaseException, *, no_retry: tuple[type[BaseExcepti
         return Outcome(job.id, job.runner_id, job.attempt, "failed", error=error_json, failed=True,
                        reason=f"failed after {failures} failed attempt{'s' if failures > 1 else ''}: {short}")
     if isinstance(exc, errors.Retry) and exc.delay is not None:
-        delay = float(exc.delay)
+        delay = min(float(exc.delay), MAX_DELAY)
     else:
         delay = backoff(failures, retry_backoff, retry_backoff_max)
     return Outcome(job.id, job.runner_id, job.attempt, "queued", error=error_json, delay=delay,

@@ -156,7 +156,7 @@ class Slots:
 
     def _success(self, attempt: Attempt, value: Any) -> outcomes.Outcome:
         try:
-            outcome = outcomes.succeeded(attempt.job, value)
+            outcome = outcomes.succeeded(attempt.job, value, self.app.settings.max_result_bytes)
         except BaseException as exc:  # e.g. RecursionError on a deeply nested result
             return self._failure(attempt, exc)
         if attempt.context.cancel_requested and outcome.status == "succeeded":
@@ -180,12 +180,19 @@ class Slots:
                 cancel_requested=attempt.context.cancel_requested,
             )
         except BaseException:  # describing the error failed (a broken __str__, say)
-            outcome = outcomes.failed(
-                job, RuntimeError(f"task raised {type(exc).__qualname__}, which could not be described"),
-                no_retry=(), retry_backoff=settings.retry_backoff,
-                retry_backoff_max=settings.retry_backoff_max,
-                cancel_requested=attempt.context.cancel_requested,
-            )
+            try:
+                outcome = outcomes.failed(
+                    job, RuntimeError(f"task raised {type(exc).__qualname__}, which could not be described"),
+                    no_retry=(), retry_backoff=settings.retry_backoff,
+                    retry_backoff_max=settings.retry_backoff_max,
+                    cancel_requested=attempt.context.cancel_requested,
+                )
+            except BaseException:  # never leave an attempt without an outcome (its slot would leak)
+                outcome = outcomes.Outcome(job.id, job.runner_id, job.attempt, "failed",
+                                           error='{"type": "RuntimeError", "message": "the task '
+                                                 'failed and its error could not be described", '
+                                                 '"traceback": ""}',
+                                           failed=True, reason="failed: undescribable error")
         log = logger.warning if outcome.status == "queued" else logger.error
         log("job %s: %s", job.id, outcome.reason, extra=log_extra(job))
         return outcome

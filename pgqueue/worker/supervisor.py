@@ -29,8 +29,9 @@ _HEALTHY_AFTER = 60.0
 
 
 class Supervisor:
-    def __init__(self, child_argv: list[str], processes: int) -> None:
+    def __init__(self, child_argv: list[str], processes: int, env: dict[str, str] | None = None) -> None:
         self.child_argv = child_argv
+        self.env = env
         self.processes = processes
         self._children: list[subprocess.Popen[bytes] | None] = [None] * processes
         self._started_at = [0.0] * processes
@@ -80,7 +81,7 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which
         # passes it on once (else each child would get it twice: a hand-back at once).
-        child = subprocess.Popen(self.child_argv, start_new_session=True)
+        child = subprocess.Popen(self.child_argv, start_new_session=True, env=self.env)
         self._children[slot] = child
         self._started_at[slot] = time.monotonic()
         logger.info("started worker process %s", child.pid)

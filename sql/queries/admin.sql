@@ -22,27 +22,42 @@ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s::int
 
+-- name: admin_task_names
+-- Task names of recent jobs (for "did you mean ...?"): the newest jobs, by the primary key.
+SELECT DISTINCT task FROM (SELECT task FROM /* schema */jobs ORDER BY id DESC LIMIT %(limit)s::int) AS recent
+
 -- name: admin_job_timeline
 -- One job's history with runner details (the job_timeline view).
 SELECT * FROM /* schema */job_timeline WHERE job_id = %(id)s ORDER BY event_id
 
 -- name: job_retry
 -- Sends failed jobs back to the queue with a fresh failure and crash budget, each with an
--- event: the jobs in `ids`, or (ids NULL) up to `batch` failed jobs matching task and queue.
--- A job whose key is now held by an unfinished job is left failed.
-WITH target AS (
-    SELECT j.id
+-- event: the jobs in `ids`, or (ids NULL) up to `batch` failed jobs matching task and queue
+-- with after < id <= until (the caller moves `after` forward and fixes `until` at the start, so
+-- jobs that fail again at once are not met twice). At most one job per key is queued again,
+-- and none whose key an unfinished job holds: those stay failed and come back with
+-- retried = false.
+WITH candidates AS MATERIALIZED (
+    SELECT j.id, j.key
     FROM /* schema */jobs AS j
     WHERE j.status = 'failed'
       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY (%(ids)s::bigint[]))
       AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-      AND (j.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM /* schema */jobs AS k
-            WHERE k.key = j.key AND k.status IN ('queued', 'running')))
+      AND j.id > %(after)s::bigint AND j.id <= %(until)s::bigint
     ORDER BY j.id
     LIMIT %(batch)s::int
     FOR UPDATE SKIP LOCKED
+), keyed AS (
+    SELECT DISTINCT ON (c.key) c.id
+    FROM candidates AS c
+    WHERE c.key IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM /* schema */jobs AS k WHERE k.key = c.key AND k.status IN ('queued', 'running'))
+    ORDER BY c.key, c.id
+), target AS (
+    SELECT id FROM candidates WHERE key IS NULL
+    UNION ALL
+    SELECT id FROM keyed
 ), retried AS (
     UPDATE /* schema */jobs AS j
     SET status = 'queued', run_at = now(), due = true, finished_at = NULL, failures = 0,
@@ -51,47 +66,57 @@ WITH target AS (
     WHERE j.id = t.id AND j.status = 'failed'
     RETURNING j.id, j.attempts, j.queue
 ), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, reason)
-    SELECT id, 'failed', 'queued', attempts, %(reason)s FROM retried
+    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, kind, reason)
+    SELECT id, 'failed', 'queued', attempts, 'retried', %(reason)s FROM retried
 ), woken AS (
     SELECT count(*) AS n FROM (
         SELECT /* schema */wake(array_agg(DISTINCT queue)) FROM retried HAVING count(*) > 0
     ) AS w
 )
-SELECT id, (SELECT n FROM woken) AS woken FROM retried ORDER BY id
+SELECT c.id, c.key, r.id IS NOT NULL AS retried, (SELECT n FROM woken) AS woken
+FROM candidates AS c
+LEFT JOIN retried AS r ON r.id = c.id
+ORDER BY c.id
+
+-- name: job_max_id
+-- The highest job id now (where a bulk retry stops).
+SELECT coalesce(max(id), 0) AS id FROM /* schema */jobs
 
 -- name: job_prune_batch
--- Deletes up to `batch` finished jobs that finished before `before`, with their events, in id
--- order after `after`: short transactions that never hold many locks.
+-- Deletes up to `batch` jobs of one final status that finished before `before`, oldest first,
+-- with their events: one short transaction that never holds many locks (jobs_finished_idx).
 WITH doomed AS (
     SELECT id
     FROM /* schema */jobs
-    WHERE id > %(after)s::bigint
-      AND status IN ('succeeded', 'failed', 'cancelled')
-      AND finished_at < %(before)s::timestamptz
-    ORDER BY id
+    WHERE status = %(status)s::text AND finished_at < %(before)s::timestamptz
+    ORDER BY finished_at
     LIMIT %(batch)s::int
     FOR UPDATE SKIP LOCKED
 ), events_gone AS (
     DELETE FROM /* schema */job_events AS e USING doomed AS d WHERE e.job_id = d.id
 ), jobs_gone AS (
-    DELETE FROM /* schema */jobs AS j USING doomed AS d WHERE j.id = d.id RETURNING j.id
+    DELETE FROM /* schema */jobs AS j USING doomed AS d
+    WHERE j.id = d.id AND j.status = %(status)s::text
+    RETURNING j.id
 )
-SELECT count(*) AS deleted, max(id) AS last_id FROM jobs_gone
+SELECT count(*) AS deleted FROM jobs_gone
 
 -- name: runner_prune
--- Deletes runners that stopped or died before `before` and that no job or remaining event
--- mentions; and forgotten waiters.
+-- Deletes runners that stopped or died before `before` and that no job runs under; their old
+-- events keep the runner id. Also forgotten waiters, and throughput rows older than `before`.
 WITH runners_gone AS (
     DELETE FROM /* schema */runners AS r
     WHERE r.state <> 'running' AND r.stopped_at < %(before)s::timestamptz
-      AND NOT EXISTS (SELECT 1 FROM /* schema */jobs AS j WHERE j.runner_id = r.id)
-      AND NOT EXISTS (SELECT 1 FROM /* schema */job_events AS e WHERE e.runner_id = r.id)
+      AND NOT EXISTS (SELECT 1 FROM /* schema */jobs AS j
+                      WHERE j.runner_id = r.id AND j.status = 'running')
     RETURNING r.id
 ), waiters_gone AS (
     DELETE FROM /* schema */result_waiters WHERE since < %(before)s::timestamptz RETURNING id
+), throughput_gone AS (
+    DELETE FROM /* schema */throughput WHERE minute < %(before)s::timestamptz RETURNING 1
 )
-SELECT (SELECT count(*) FROM runners_gone) AS runners, (SELECT count(*) FROM waiters_gone) AS waiters
+SELECT (SELECT count(*) FROM runners_gone) AS runners, (SELECT count(*) FROM waiters_gone) AS waiters,
+       (SELECT count(*) FROM throughput_gone) AS throughput
 
 -- name: admin_now
 -- The database's clock.

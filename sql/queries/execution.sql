@@ -1,37 +1,62 @@
--- Statements of the worker's hot path. Each write about a
--- running job is fenced by (runner_id, attempts, status = 'running'): it applies only
--- while the job still runs the same attempt on the same runner.
+-- Statements of the worker's hot path. Each write about a running job is fenced by
+-- (runner_id, attempts, status = 'running'): it applies only while the job still runs the
+-- same attempt on the same runner.
 
 -- name: job_claim
 -- Claims up to `limit` runnable jobs for a live runner, in priority, run_at, id order,
 -- skipping rows other runners hold, and records whether the runner now waits for work.
--- Always returns one row at least: `alive` false means the runner was declared dead;
--- `more` means runnable jobs were left because another claim held them at that instant.
-WITH RECURSIVE any_queue AS (
-    -- For a runner serving every queue (queues is NULL): the distinct queues that have
-    -- queued jobs, one probe of jobs_claim_idx each (a loose index scan).
-    (SELECT queue FROM /* schema */jobs
-     WHERE status = 'queued' AND due AND %(queues)s::text[] IS NULL
-     ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.queue FROM /* schema */jobs AS j
-            WHERE j.status = 'queued' AND j.due AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
-    FROM any_queue AS a
-    WHERE a.queue IS NOT NULL
-), served AS (
-    SELECT unnest(%(queues)s::text[]) AS queue
-    UNION ALL
-    SELECT queue FROM any_queue WHERE queue IS NOT NULL
-), me AS MATERIALIZED (
+-- Modes: 'all' (every queue: one ordered scan of jobs_ready_idx), 'one' (the queue `queue`:
+-- one ordered scan of its range of jobs_claim_idx), 'many' (the queues `queues`, or every
+-- queue when NULL, minus `excluded`: the head of each queue read without locks, the best
+-- `limit` of them locked with SKIP LOCKED). Only the rows it claims are locked.
+-- Returns a 'state' row first (alive false: the runner was declared dead; more: runnable
+-- jobs were passed over because another claim held them at that instant), then a 'job' row
+-- per claimed job.
+WITH me AS MATERIALIZED (
     -- FOR SHARE: a reaper declaring this runner dead right now makes the claim wait for its
     -- commit and then see the runner dead, so a dead runner never claims.
     SELECT id FROM /* schema */runners
     WHERE id = %(runner_id)s::bigint AND state = 'running'
     FOR SHARE
-), locked AS MATERIALIZED (
-    -- Per queue, the first rows in claim order that nobody else holds (SKIP LOCKED), so each
-    -- lateral scan walks only its own queue's range of jobs_claim_idx; then the best overall.
-    -- (A runner serving several queues briefly locks up to `limit` rows per queue.)
+), claim_all AS MATERIALIZED (
+    SELECT j.ctid, j.id
+    FROM /* schema */jobs AS j
+    WHERE %(mode)s::text = 'all' AND EXISTS (SELECT FROM me)
+      AND j.status = 'queued' AND j.due AND j.run_at <= now()
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+), claim_one AS MATERIALIZED (
+    SELECT j.ctid, j.id
+    FROM /* schema */jobs AS j
+    WHERE %(mode)s::text = 'one' AND EXISTS (SELECT FROM me)
+      AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+), any_queue AS (
+    -- Mode 'many' without a list: the distinct queues that hold runnable jobs, one probe of
+    -- jobs_claim_idx each (a loose index scan).
+    WITH RECURSIVE q AS (
+        (SELECT j.queue FROM /* schema */jobs AS j
+         WHERE %(mode)s::text = 'many' AND %(queues)s::text[] IS NULL
+           AND j.status = 'queued' AND j.due
+         ORDER BY j.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM /* schema */jobs AS j
+                WHERE j.status = 'queued' AND j.due AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+        FROM q WHERE q.queue IS NOT NULL
+    )
+    SELECT queue FROM q WHERE queue IS NOT NULL
+), served AS (
+    SELECT s.queue
+    FROM (SELECT unnest(%(queues)s::text[]) AS queue WHERE %(mode)s::text = 'many'
+          UNION ALL
+          SELECT queue FROM any_queue) AS s
+    WHERE NOT (s.queue = ANY (coalesce(%(excluded)s::text[], '{}')))
+), candidates AS (
+    -- Per served queue, its first rows in claim order, read without locks (each lateral scan
+    -- walks only its own queue's range of jobs_claim_idx); then the best overall.
     SELECT c.ctid, c.priority, c.run_at, c.id
     FROM served AS s
     CROSS JOIN LATERAL (
@@ -40,29 +65,56 @@ WITH RECURSIVE any_queue AS (
         WHERE j.queue = s.queue AND j.status = 'queued' AND j.due AND j.run_at <= now()
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s::int
-        FOR UPDATE SKIP LOCKED
     ) AS c
     WHERE EXISTS (SELECT FROM me)
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s::int
+), claim_many AS MATERIALIZED (
+    -- Lock only the chosen rows. A row another claim took since it was read is skipped (held)
+    -- or fails the re-check (taken): the claim comes up short and says `more`.
+    SELECT j.ctid, j.id
+    FROM /* schema */jobs AS j
+    WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
+      AND j.status = 'queued' AND j.due
+    FOR UPDATE SKIP LOCKED
+), locked AS (
+    SELECT ctid, id FROM claim_all
+    UNION ALL SELECT ctid, id FROM claim_one
+    UNION ALL SELECT ctid, id FROM claim_many
 ), claimed AS (
     UPDATE /* schema */jobs AS j
     SET status = 'running', runner_id = %(runner_id)s::bigint, attempts = j.attempts + 1,
         started_at = now()
     -- By ctid (a TID scan, no index lookup): `locked` holds these rows' locks in this very
-    -- statement, so they cannot have moved, and it saw them queued. (A join instead would
-    -- get a hash join over the whole table in a generic plan, the LIMIT being a parameter.)
+    -- statement, so they cannot have moved.
     WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM locked))
-    RETURNING j.id, j.task, j.args, j.kwargs, j.queue, j.attempts, j.failures, j.max_attempts,
-              j.cancel_requested
+    -- Arguments go out as text: the worker decodes each row on its own, so one it cannot
+    -- decode fails that job alone. Oversized ones are not sent at all.
+    RETURNING j.id, j.task,
+              CASE WHEN pg_column_size(j.args) + pg_column_size(j.kwargs) <= %(max_args)s::int
+                   THEN j.args::text END AS args,
+              CASE WHEN pg_column_size(j.args) + pg_column_size(j.kwargs) <= %(max_args)s::int
+                   THEN j.kwargs::text END AS kwargs,
+              j.queue, j.attempts, j.failures, j.max_attempts, j.cancel_requested,
+              pg_column_size(j.args) + pg_column_size(j.kwargs) AS args_size
 ), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
-    SELECT id, 'queued', 'running', attempts, %(runner_id)s::bigint, 'claimed' FROM claimed
+    INSERT INTO /* schema */job_events
+        (job_id, from_status, to_status, attempt, runner_id, kind, reason)
+    SELECT c.id, 'queued', 'running', c.attempts, %(runner_id)s::bigint, 'claimed', 'claimed'
+    FROM claimed AS c
 ), more AS (
     -- Only after a short claim: were runnable jobs passed over because another claim held
     -- them? Then the runner tries again soon instead of waiting for a notification. (Rows
     -- this statement claimed still look queued to it: they are excluded.)
     SELECT EXISTS (
+        SELECT 1 FROM /* schema */jobs AS j
+        WHERE %(mode)s::text = 'all' AND j.status = 'queued' AND j.due AND j.run_at <= now()
+          AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
+    ) OR EXISTS (
+        SELECT 1 FROM /* schema */jobs AS j
+        WHERE %(mode)s::text = 'one' AND j.queue = %(queue)s::text AND j.status = 'queued'
+          AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
+    ) OR EXISTS (
         SELECT 1 FROM served AS s
         JOIN /* schema */jobs AS j ON j.queue = s.queue
         WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
@@ -73,31 +125,55 @@ WITH RECURSIVE any_queue AS (
     -- Waiting: free slots left and no more work. Enqueues NOTIFY only while a runner
     -- waits; written only when it changes, so a busy runner writes nothing here.
     UPDATE /* schema */runners
-    SET waiting = %(can_wait)s::boolean AND (SELECT count(*) FROM claimed) < %(limit)s::int
+    SET waiting = %(can_wait)s::boolean AND (SELECT count(*) FROM locked) < %(limit)s::int
                   AND NOT coalesce((SELECT more FROM more), false)
     WHERE id = (SELECT id FROM me)
       AND waiting IS DISTINCT FROM
-          (%(can_wait)s::boolean AND (SELECT count(*) FROM claimed) < %(limit)s::int
+          (%(can_wait)s::boolean AND (SELECT count(*) FROM locked) < %(limit)s::int
            AND NOT coalesce((SELECT more FROM more), false))
     RETURNING waiting
 )
-SELECT EXISTS (SELECT FROM me) AS alive,
+SELECT 'state' AS what, EXISTS (SELECT FROM me) AS alive,
        coalesce((SELECT more FROM more), false) AS more,
        coalesce((SELECT waiting FROM waiting), false) AS became_waiting,
-       c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures, c.max_attempts,
-       c.cancel_requested
-FROM (SELECT) AS one
-LEFT JOIN claimed AS c ON true
+       NULL::bigint AS id, NULL::text AS task, NULL::text AS args, NULL::text AS kwargs,
+       NULL::text AS queue, NULL::int AS attempt, NULL::int AS failures,
+       NULL::int AS max_attempts, NULL::boolean AS cancel_requested, NULL::int AS args_size
+UNION ALL
+SELECT 'job', NULL, NULL, NULL, c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures,
+       c.max_attempts, c.cancel_requested, c.args_size
+FROM claimed AS c
+
 
 -- name: job_finish
--- Writes the outcomes of finished attempts in one statement, each fenced; returns the jobs it
--- changed (an outcome missing from the result was fenced out: its attempt was reclaimed).
+-- Writes the outcomes of finished attempts in one statement, each fenced. Returns a 'done' row
+-- per outcome written and a 'busy' row per outcome whose job row someone else holds (retry it
+-- later); an outcome that is neither was fenced out (its attempt was reclaimed meanwhile).
 WITH outcome AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(runner_ids)s::bigint[], %(attempts)s::int[],
                 %(statuses)s::text[], %(results)s::text[], %(errors)s::text[],
                 %(delays)s::float8[], %(failed)s::boolean[], %(reasons)s::text[])
          AS o(id, runner_id, attempt, status, result, error, delay, failed, reason)
+), target AS MATERIALIZED (
+    -- The outcomes' job rows, locked in id order (the order every finishing statement and the
+    -- reaper lock in: no deadlock). SKIP LOCKED: a row held elsewhere (an operator's open
+    -- transaction) is left for a later write instead of stalling every other outcome.
+    SELECT j.id
+    FROM /* schema */jobs AS j
+    JOIN outcome AS o ON o.id = j.id
+    WHERE j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
+      AND j.status = 'running'
+    ORDER BY j.id
+    FOR UPDATE OF j SKIP LOCKED
+), busy AS (
+    -- Only after a short lock: outcomes whose row matched the fence but was held elsewhere.
+    SELECT o.id
+    FROM outcome AS o
+    JOIN /* schema */jobs AS j ON j.id = o.id
+    WHERE (SELECT count(*) FROM target) < cardinality(%(ids)s::bigint[])
+      AND j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
+      AND j.status = 'running' AND NOT (o.id = ANY (ARRAY(SELECT id FROM target)))
 ), finished AS (
     -- A retry of a job whose cancellation was requested meanwhile ends it as cancelled.
     UPDATE /* schema */jobs AS j
@@ -113,69 +189,77 @@ WITH outcome AS (
         finished_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
                            THEN NULL ELSE now() END
     FROM outcome AS o
-    -- The fence. IS NOT DISTINCT FROM keeps the planner on the primary key (id) rather than
-    -- jobs_running_idx, whose runner_id range it would otherwise walk.
-    WHERE j.id = o.id AND j.runner_id IS NOT DISTINCT FROM o.runner_id
-      AND j.attempts = o.attempt AND j.status = 'running'
-    RETURNING j.id, j.status, j.attempts, j.queue, j.run_at, o.runner_id,
+    -- The fence (re-stated: `target` holds these rows' locks).
+    WHERE j.id = o.id AND j.id = ANY (ARRAY(SELECT id FROM target))
+      AND j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
+      AND j.status = 'running'
+    RETURNING j.id, j.status, j.attempts, j.queue, j.run_at, j.due, j.started_at, o.runner_id,
+              o.error,
               CASE WHEN j.status = 'cancelled' AND o.status = 'queued'
                    THEN 'cancelled (requested while running): ' || o.reason
                    ELSE o.reason END AS reason
 ), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
-    SELECT id, 'running', status, attempts, runner_id, reason FROM finished
+    INSERT INTO /* schema */job_events
+        (job_id, from_status, to_status, attempt, runner_id, kind, reason, error)
+    SELECT f.id, 'running', f.status, f.attempts, f.runner_id,
+           CASE f.status WHEN 'queued' THEN 'retry_scheduled' ELSE f.status END,
+           f.reason, CASE WHEN f.status <> 'succeeded' THEN f.error::jsonb END
+    FROM finished AS f
+), counted AS (
+    -- This runner's own rows of the rollup: no other runner ever waits on them.
+    INSERT INTO /* schema */throughput AS t (queue, minute, runner_id, succeeded, failed, retried,
+                                             cancelled, run_seconds)
+    SELECT f.queue, date_trunc('minute', now()), coalesce(%(writer)s::bigint, 0),
+           count(*) FILTER (WHERE f.status = 'succeeded'),
+           count(*) FILTER (WHERE f.status = 'failed'),
+           count(*) FILTER (WHERE f.status = 'queued'),
+           count(*) FILTER (WHERE f.status = 'cancelled'),
+           coalesce(sum(extract(epoch FROM now() - f.started_at)), 0)
+    FROM finished AS f
+    GROUP BY f.queue
+    ON CONFLICT (queue, minute, runner_id) DO UPDATE
+    SET succeeded = t.succeeded + excluded.succeeded, failed = t.failed + excluded.failed,
+        retried = t.retried + excluded.retried, cancelled = t.cancelled + excluded.cancelled,
+        run_seconds = t.run_seconds + excluded.run_seconds
 ), notified AS (
     -- Wakes job.result() waiters; when nobody waits, one look at an empty table.
-    SELECT /* schema */notify_finished(array_agg(id)) AS n
-    FROM finished
-    WHERE status <> 'queued' AND EXISTS (SELECT FROM /* schema */result_waiters)
+    SELECT /* schema */notify_finished(array_agg(f.id)) AS n
+    FROM finished AS f
+    WHERE f.status <> 'queued' AND EXISTS (SELECT FROM /* schema */result_waiters)
     HAVING count(*) > 0
 ), woken AS (
     -- Retries due now: wake runners waiting on those queues.
     SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT queue))
-        FROM finished WHERE status = 'queued' AND run_at <= now()
-        HAVING count(*) > 0
+        SELECT /* schema */wake(array_agg(DISTINCT f.queue))
+        FROM finished AS f WHERE f.status = 'queued' AND f.due HAVING count(*) > 0
     ) AS w
 )
 -- Reading notified and woken in the select list is what runs them.
-SELECT id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken
-FROM finished
+SELECT 'done' AS what, f.id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken
+FROM finished AS f
+UNION ALL
+SELECT 'busy', b.id, NULL, NULL FROM busy AS b
 
 -- name: job_outcome_check
--- Of these (job, attempt, status) outcomes, those the jobs show already: a write whose reply
--- was lost with its connection had committed.
-SELECT j.id
-FROM /* schema */jobs AS j
-JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[]) AS o(id, attempt, status)
-  ON o.id = j.id
-WHERE j.attempts = o.attempt AND j.runner_id IS NULL
-  AND (j.status = o.status OR (o.status = 'queued' AND j.status = 'cancelled'))
+-- Of these (job, attempt, runner) outcomes, those the history shows already written: a write
+-- whose reply was lost with its connection had committed. (The job's own row cannot tell: a
+-- crash re-queue leaves it looking the same.)
+SELECT DISTINCT e.job_id AS id
+FROM /* schema */job_events AS e
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(runner_ids)s::bigint[])
+     AS o(id, attempt, runner_id)
+  ON o.id = e.job_id
+WHERE e.attempt = o.attempt AND e.runner_id = o.runner_id AND e.from_status = 'running'
+  AND e.kind IN ('succeeded', 'retry_scheduled', 'failed', 'cancelled')
 
--- name: job_release
--- Hands back attempts that a live runner holds in the database but no longer knows about
--- (its claim committed but the reply was lost): fenced, not counted as a failure or crash.
-WITH released AS (
-    UPDATE /* schema */jobs AS j
-    SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
-        runner_id = NULL, due = true,
-        finished_at = CASE WHEN j.cancel_requested THEN now() END
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS a(id, attempt)
-    WHERE j.id = a.id AND j.attempts = a.attempt AND j.status = 'running'
-      AND j.runner_id = %(runner_id)s::bigint
-    RETURNING j.id, j.status, j.attempts, j.queue
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
-    SELECT id, 'running', status, attempts, %(runner_id)s::bigint,
-           'handed back: runner ' || %(runner_id)s::bigint || ' did not hold this attempt any more'
-    FROM released
-), notified AS (
-    SELECT /* schema */notify_finished(array_agg(id)) AS n
-    FROM released WHERE status = 'cancelled' HAVING count(*) > 0
-), woken AS (
-    SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT queue))
-        FROM released WHERE status = 'queued' HAVING count(*) > 0
-    ) AS w
-)
-SELECT id, (SELECT n FROM woken) AS woken, (SELECT n FROM notified) AS notified FROM released
+-- name: job_probe
+-- Whether a claim in mode 'all' or over a list of queues could find work now, read-only (no
+-- row lock, no transaction id, no WAL): an idle runner's poll runs this and claims only when
+-- it says yes.
+SELECT CASE WHEN %(mode)s::text = 'all'
+            THEN EXISTS (SELECT 1 FROM /* schema */jobs AS j
+                         WHERE j.status = 'queued' AND j.due AND j.run_at <= now())
+            ELSE EXISTS (SELECT 1 FROM /* schema */jobs AS j
+                         WHERE j.queue = ANY (%(queues)s::text[])
+                           AND j.status = 'queued' AND j.due AND j.run_at <= now())
+       END AS work

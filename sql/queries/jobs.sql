@@ -12,8 +12,8 @@ WITH inserted AS (
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     RETURNING id
 ), event AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, reason)
-    SELECT id, 'queued', 'enqueued' FROM inserted
+    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
+    SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
 )
 SELECT id, true AS created FROM inserted
 
@@ -28,8 +28,8 @@ WITH inserted AS (
     ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
     RETURNING id
 ), event AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, reason)
-    SELECT id, 'queued', 'enqueued with key ' || %(key)s FROM inserted
+    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
+    SELECT id, 'queued', 'enqueued', 'enqueued with key ' || %(key)s FROM inserted
 )
 SELECT id, true AS created FROM inserted
 UNION ALL
@@ -53,8 +53,8 @@ WITH inserted AS (
     ORDER BY call.n
     RETURNING id
 ), events AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, reason)
-    SELECT id, 'queued', 'enqueued' FROM inserted
+    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
+    SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
 )
 SELECT id FROM inserted ORDER BY id
 
@@ -93,10 +93,11 @@ WITH changed AS (
       AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))
     RETURNING id, status, attempts, runner_id
 ), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
+    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, kind, reason)
     SELECT id,
            CASE WHEN status = 'cancelled' THEN 'queued' ELSE 'running' END,
            status, attempts, runner_id,
+           CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END,
            CASE WHEN status = 'cancelled' THEN %(reason)s
                 ELSE 'cancellation requested: ' || %(reason)s END
     FROM changed

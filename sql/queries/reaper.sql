@@ -1,108 +1,139 @@
--- The reaper: declares silent runners dead and sends their running jobs back to the queue.
+-- The maintenance pass: elected once per interval for the whole cluster; declares dead runners
+-- dead, gives their running jobs to the living, promotes jobs whose time has come.
 
--- name: reaper_lock
--- Transaction-level advisory lock: at most one reaper per schema at a time; released at
--- commit, so it is safe behind a transaction-mode pooler and cannot leak.
-SELECT pg_try_advisory_xact_lock(%(class_id)s::int, %(object_id)s::int) AS held
+-- name: maintenance_begin
+-- First statement of a pass's transaction: its timeouts, local to the transaction (behind a
+-- transaction-mode pooler a session setting would land on someone else's connection), and an
+-- asynchronous commit (a pass lost in a crash is simply run again).
+SELECT set_config('statement_timeout', %(timeout_ms)s::text, true),
+       set_config('lock_timeout', %(lock_timeout_ms)s::text, true),
+       set_config('idle_in_transaction_session_timeout', %(timeout_ms)s::text, true),
+       set_config('synchronous_commit', 'off', true)
 
--- name: reaper_run
--- Declares dead the runners silent for longer than their own lease (runners.dead_after), or,
--- when `runner_id` is given, retires that one runner (it lost its lease and is alive to say
--- so: its jobs are handed back, not counted as crashes). Then re-queues every running job
--- whose runner is not alive, or fails it once its crash budget is spent, with an event
--- naming the dead runner; wakes waiting runners and notifies the waiters of ended jobs.
-WITH dead AS (
+-- name: maintenance_elect
+-- Wins this interval's pass, or returns nothing: another runner ran one less than an interval
+-- ago, or runs one now (its lock on the row is skipped, never waited for). A pass that follows
+-- a gap longer than `gap` seconds (every heartbeat may have stopped with it: a lock, a failover,
+-- a paused VM) starts a new unbroken run: no heartbeat counts as older than resumed_at. Also
+-- notes a crash restart or failover (the unlogged server_epoch row is gone), and says whether
+-- the slower sweep for orphaned jobs is due.
+WITH due AS (
+    SELECT m.id FROM /* schema */maintenance AS m
+    WHERE m.last_pass_at <= now() - make_interval(secs => %(interval)s::float8 * 0.8)
+    FOR UPDATE SKIP LOCKED
+), elected AS (
+    UPDATE /* schema */maintenance AS m
+    SET last_pass_at = now(),
+        resumed_at = CASE WHEN m.last_pass_at < now() - make_interval(secs => %(gap)s::float8)
+                          THEN now() ELSE m.resumed_at END,
+        passes = m.passes + 1,
+        runner_id = %(runner_id)s::bigint,
+        last_sweep_at = CASE WHEN m.last_sweep_at < now() - make_interval(secs => %(sweep_every)s::float8)
+                             THEN now() ELSE m.last_sweep_at END
+    FROM due
+    WHERE m.id = due.id
+    RETURNING m.resumed_at, m.passes, m.last_sweep_at = now() AS sweep
+), epoch AS (
+    INSERT INTO /* schema */server_epoch (id, noticed_at)
+    SELECT true, now() FROM elected
+    ON CONFLICT (id) DO NOTHING
+    RETURNING noticed_at
+)
+SELECT e.passes, e.sweep, (SELECT count(*) FROM epoch) > 0 AS server_changed
+FROM elected AS e
+
+-- name: reaper_declare
+-- Runs after maintenance_elect, in its transaction (it reads what that one wrote).
+-- Declares dead the runners whose lease ran out (no heartbeat for longer than their own
+-- dead_after, counted from no earlier than resumed_at and the server's start) and, when
+-- `process_checks`, the runners whose process is gone: no session holds their liveness lock
+-- any more although they took it on this server (they registered after its last restart or
+-- failover, or have had a whole lease since to take it again), and their heartbeat is not
+-- fresh (older than `fresh` seconds).
+WITH since AS MATERIALIZED (
+    -- When the current run of passes began, and since when this server incarnation has run
+    -- (its start, or the pass that found the unlogged epoch row gone: a crash restart, a
+    -- failover).
+    SELECT m.resumed_at,
+           greatest(pg_postmaster_start_time(),
+                    coalesce((SELECT e.noticed_at FROM /* schema */server_epoch AS e), now())) AS server_since
+    FROM /* schema */maintenance AS m
+), held AS MATERIALIZED (
+    SELECT l.objid
+    FROM pg_catalog.pg_locks AS l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = (%(lock_class)s::int)::oid
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                        WHERE d.datname = current_database())
+), verdict AS (
+    SELECT r.id,
+           greatest(r.heartbeat_at, s.resumed_at, s.server_since)
+               < now() - make_interval(secs => r.dead_after) AS lease_out,
+           %(process_checks)s::boolean AND r.liveness
+               AND (s.server_since < r.started_at
+                    OR s.server_since < now() - make_interval(secs => r.dead_after))
+               AND r.heartbeat_at < now() - make_interval(secs => %(fresh)s::float8)
+               AND NOT EXISTS (SELECT 1 FROM held AS h
+                               WHERE h.objid = ((r.id %% 2147483648)::int)::oid) AS process_gone
+    FROM /* schema */runners AS r, since AS s
+    WHERE r.state = 'running'
+), dead AS (
     UPDATE /* schema */runners AS r
     SET state = 'dead', waiting = false, stopped_at = now(),
-        reason = CASE
-            WHEN %(runner_id)s::bigint IS NULL THEN
-                'no heartbeat for '
-                || round(extract(epoch FROM now() - r.heartbeat_at)::numeric, 1) || ' s'
-            ELSE %(reason)s::text END
-    WHERE r.state = 'running'
-      AND CASE
-            WHEN %(runner_id)s::bigint IS NULL THEN
-                -- After a server restart every runner gets a full lease to heartbeat again.
-                greatest(r.heartbeat_at, pg_postmaster_start_time())
-                    < now() - make_interval(secs => r.dead_after)
-            ELSE r.id = %(runner_id)s::bigint END
-    RETURNING r.id, r.reason
-), seen AS (
-    -- Running jobs whose runner is not alive: declared dead just now (the statement's
-    -- snapshot still shows it running), dead before (a claim that raced an earlier reap),
-    -- or missing (a row written by hand). Read without locks: the runner_id seen here is
-    -- the one the lock below must still find.
-    SELECT j.id, j.runner_id, d.reason
-    FROM /* schema */jobs AS j
-    LEFT JOIN dead AS d ON d.id = j.runner_id
-    WHERE j.status = 'running'
-      AND (%(runner_id)s::bigint IS NULL OR j.runner_id = %(runner_id)s::bigint)
-      AND (d.id IS NOT NULL OR NOT EXISTS (
-            SELECT 1 FROM /* schema */runners AS r WHERE r.id = j.runner_id AND r.state = 'running'))
-), orphans AS (
-    -- Locked in id order, as finishing statements lock them: no deadlock with a zombie's
-    -- write. A row that changed hands since the snapshot (re-claimed by a live runner)
-    -- fails the runner_id test when re-checked under the lock, and is left alone.
-    SELECT j.id, s.runner_id, s.reason
-    FROM /* schema */jobs AS j
-    JOIN seen AS s ON s.id = j.id
-    WHERE j.status = 'running' AND j.runner_id = s.runner_id
-    ORDER BY j.id
-    FOR UPDATE OF j
-), rescued AS (
-    -- A job whose cancellation was requested ends cancelled instead of running again.
-    UPDATE /* schema */jobs AS j
-    SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
-                      WHEN %(runner_id)s::bigint IS NULL AND j.crashes + 1 >= %(max_crashes)s::int
-                      THEN 'failed'
-                      ELSE 'queued' END,
-        crashes = j.crashes + CASE WHEN %(runner_id)s::bigint IS NULL THEN 1 ELSE 0 END,
-        runner_id = NULL, due = true,
-        finished_at = CASE WHEN j.cancel_requested
-                                OR (%(runner_id)s::bigint IS NULL AND j.crashes + 1 >= %(max_crashes)s::int)
-                           THEN now() END,
-        error = CASE WHEN NOT j.cancel_requested AND %(runner_id)s::bigint IS NULL
-                          AND j.crashes + 1 >= %(max_crashes)s::int
-                     THEN jsonb_build_object(
-                         'type', 'RunnerDied',
-                         'message', 'runner died ' || (j.crashes + 1) || ' times running this job')
-                     ELSE j.error END
-    FROM orphans AS o
-    -- Fenced like every write: a zombie that finished the job first wins, and then this skips it.
-    WHERE j.id = o.id AND j.status = 'running' AND j.runner_id = o.runner_id
-    RETURNING j.id, j.status, j.attempts, j.crashes, j.queue, o.runner_id,
-              coalesce(o.reason, 'runner not alive') AS reason
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, reason)
-    SELECT id, 'running', status, attempts, runner_id,
-           CASE WHEN status = 'failed'
-                THEN 'runner died ' || crashes || ' times running this job (runner '
-                     || runner_id || ': ' || reason || ')'
-                WHEN status = 'cancelled'
-                THEN 'cancelled (requested while running); runner ' || runner_id
-                     || ' declared dead: ' || reason
-                WHEN %(runner_id)s::bigint IS NOT NULL
-                THEN 'handed back: runner ' || runner_id || ' ' || reason
-                ELSE 'runner ' || runner_id || ' declared dead: ' || reason END
-    FROM rescued
-), notified AS (
-    SELECT /* schema */notify_finished(array_agg(id)) AS n
-    FROM rescued WHERE status <> 'queued' HAVING count(*) > 0
-), woken AS (
-    SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT queue))
-        FROM rescued WHERE status = 'queued' HAVING count(*) > 0
-    ) AS w
+        lost_reason = CASE WHEN v.process_gone THEN 'process gone' ELSE 'no heartbeat' END,
+        reason = CASE WHEN v.process_gone
+                      THEN 'process gone (no session of it is left; last heartbeat '
+                           || round(extract(epoch FROM now() - r.heartbeat_at)::numeric, 1) || ' s ago)'
+                      ELSE 'no heartbeat for '
+                           || round(extract(epoch FROM now() - r.heartbeat_at)::numeric, 1) || ' s' END
+    FROM verdict AS v
+    WHERE r.id = v.id AND r.state = 'running' AND (v.lease_out OR v.process_gone)
+    RETURNING r.id, r.reason, coalesce(r.max_crashes, %(max_crashes)s::int) AS max_crashes
 )
-SELECT (SELECT coalesce(array_agg(id), '{}') FROM dead) AS dead_runners,
-       (SELECT count(*) FROM rescued WHERE status = 'queued') AS requeued,
-       (SELECT count(*) FROM rescued WHERE status = 'failed') AS failed,
-       coalesce((SELECT n FROM notified), 0) AS notified,
-       (SELECT n FROM woken) AS woken
+SELECT id, reason, max_crashes FROM dead ORDER BY id
+
+-- name: reaper_requeue
+-- Gives the running jobs of these dead runners to the living: re-queued with a crash counted,
+-- or failed once the runner's crash budget is spent (requeue_attempts, with SKIP LOCKED: a job
+-- row someone holds is left to the orphan sweep).
+SELECT r.status, count(*) AS jobs
+FROM unnest(%(runner_ids)s::bigint[], %(reasons)s::text[], %(max_crashes)s::int[])
+     AS d(runner_id, reason, max_crashes)
+CROSS JOIN LATERAL (
+    SELECT array_agg(j.id ORDER BY j.id) AS ids, array_agg(j.runner_id ORDER BY j.id) AS runners,
+           array_agg(j.attempts ORDER BY j.id) AS attempts
+    FROM /* schema */jobs AS j
+    WHERE j.runner_id = d.runner_id AND j.status = 'running'
+) AS m
+CROSS JOIN LATERAL /* schema */requeue_attempts(
+    m.ids, m.runners, m.attempts, array_fill(d.reason, ARRAY[cardinality(m.ids)]),
+    'crashed', d.max_crashes, true) AS r
+WHERE m.ids IS NOT NULL
+GROUP BY r.status
+
+-- name: reaper_sweep
+-- Running jobs whose runner is not alive (a row written by hand, a runner row deleted, a job
+-- whose row was locked when its runner was reaped): re-queued like a dead runner's, or handed
+-- back without a crash when their runner stopped cleanly.
+SELECT r.status, count(*) AS jobs
+FROM (SELECT j.runner_id, (rr.state = 'stopped') AS stopped,
+             array_agg(j.id ORDER BY j.id) AS ids, array_agg(j.runner_id ORDER BY j.id) AS runners,
+             array_agg(j.attempts ORDER BY j.id) AS attempts
+      FROM /* schema */jobs AS j
+      LEFT JOIN /* schema */runners AS rr ON rr.id = j.runner_id
+      WHERE j.status = 'running' AND (rr.id IS NULL OR rr.state <> 'running')
+      GROUP BY j.runner_id, rr.state) AS m
+CROSS JOIN LATERAL /* schema */requeue_attempts(
+    m.ids, m.runners, m.attempts,
+    array_fill(CASE WHEN m.stopped THEN 'handed back: runner ' || m.runner_id || ' stopped'
+                    ELSE 'runner not alive' END, ARRAY[cardinality(m.ids)]),
+    CASE WHEN m.stopped THEN 'handed_back' ELSE 'crashed' END,
+    CASE WHEN m.stopped THEN NULL ELSE %(max_crashes)s::int END, true) AS r
+GROUP BY r.status
 
 -- name: job_promote
--- Moves up to `batch` queued jobs whose run_at comes within due_soon()'s reach into the claim
--- index (run by the reaper-lock holder on its tick); wakes runners for those already due.
+-- Moves up to `batch` queued jobs whose run_at has come into the claim indexes, oldest first,
+-- and wakes the runners waiting on their queues.
 WITH promoted AS (
     UPDATE /* schema */jobs AS j
     SET due = true
@@ -112,11 +143,11 @@ WITH promoted AS (
         ORDER BY s.run_at
         LIMIT %(batch)s::int
         FOR UPDATE SKIP LOCKED))
-    RETURNING j.queue, j.run_at
+      AND j.status = 'queued' AND NOT j.due
+    RETURNING j.queue
 ), woken AS (
     SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT queue))
-        FROM promoted WHERE run_at <= now() HAVING count(*) > 0
+        SELECT /* schema */wake(array_agg(DISTINCT queue)) FROM promoted HAVING count(*) > 0
     ) AS w
 )
 SELECT (SELECT count(*) FROM promoted) AS promoted, (SELECT n FROM woken) AS woken
