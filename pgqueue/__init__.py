@@ -27,9 +27,11 @@ from .errors import (
     PgQueueError,
     ResultTimeout,
     Retry,
+    RunnerDied,
     SchemaNotMigrated,
     UnknownTask,
 )
+from .hooks import EnqueueCall, Hooks, JobEnd, WorkerEvent
 from .jobs import Job
 from .settings import Settings
 from .tasks import EnqueueOptions, Task
@@ -40,11 +42,14 @@ __all__ = [
     "ArgumentNotSerializable",
     "ConfigurationError",
     "DatabaseUnavailable",
+    "EnqueueCall",
     "EnqueueOptions",
+    "Hooks",
     "InvalidArguments",
     "Job",
     "JobContext",
     "JobCancelled",
+    "JobEnd",
     "JobFailed",
     "JobNotFound",
     "JobStateError",
@@ -52,10 +57,12 @@ __all__ = [
     "PgQueueError",
     "ResultTimeout",
     "Retry",
+    "RunnerDied",
     "SchemaNotMigrated",
     "Settings",
     "Task",
     "UnknownTask",
+    "WorkerEvent",
     "__version__",
     "current_job",
 ]

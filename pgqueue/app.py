@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, overload
 
 from . import db, errors, migrations, sqlfiles
 from .embedded import EmbeddedServer
+from .hooks import Hooks
 from .jobs import Job
 from .settings import Settings, project_root
 from .store import JobStore
@@ -89,6 +90,8 @@ class App:
         self.settings = Settings.load(overrides)
         self.tasks: dict[str, Task[..., Any]] = {}
         self.store = JobStore(self)
+        #: Callbacks around enqueue and each job run (see ``pgqueue.hooks``).
+        self.hooks = Hooks()
         self._database: db.Database | None = None
         self._description: str | None = None
         self._lock = threading.Lock()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar(
     "pgqueue_current_job", default=None
@@ -22,13 +22,18 @@ _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar(
 
 @dataclass
 class JobContext:
+    """The running job, as its task sees it (``pgqueue.current_job()``)."""
+
     id: int
     task: str
+    #: The attempt number: the job's fencing token (see the module docstring).
     attempt: int
     queue: str
     runner_id: int
-    # Set (never cleared) by the runner's heartbeat thread; a plain attribute is enough.
+    # Set (never cleared) by the runner's control thread; a plain attribute is enough.
     _cancel: bool = False
+    #: The job's metadata (set at enqueue: a trace context, tags).
+    meta: dict = field(default_factory=dict)
 
     @property
     def cancel_requested(self) -> bool:

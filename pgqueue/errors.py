@@ -22,6 +22,7 @@ __all__ = [
     "JobFailed",
     "JobCancelled",
     "ResultTimeout",
+    "RunnerDied",
     "EmbeddedServerError",
     "Retry",
     "NoRetry",
@@ -70,8 +71,11 @@ class JobStateError(PgQueueError):
 class JobFailed(PgQueueError):
     """The job failed for good; ``error`` holds the last error (type, message, traceback)."""
 
-    def __init__(self, job_id: int, error: dict[str, Any] | None) -> None:
+    def __init__(self, job_id: int, error: Any) -> None:
         self.job_id = job_id
+        # A row written by hand may hold any JSON here: never fail on it.
+        if error is not None and not isinstance(error, dict):
+            error = {"type": "error", "message": str(error)}
         self.error = error or {}
         kind = self.error.get("type", "error")
         message = self.error.get("message", "")
@@ -88,6 +92,11 @@ class JobCancelled(PgQueueError):
 
 class ResultTimeout(PgQueueError, TimeoutError):
     """The job did not finish within the time given to ``job.result()``."""
+
+
+class RunnerDied(PgQueueError):
+    """The worker process running the job died (its error type "RunnerDied" in the job's
+    history): declared dead by the reaper, its attempt was lost."""
 
 
 class EmbeddedServerError(PgQueueError):
@@ -130,6 +139,7 @@ for _cls in (
     JobFailed,
     JobCancelled,
     ResultTimeout,
+    RunnerDied,
     EmbeddedServerError,
     Retry,
     NoRetry,

@@ -22,6 +22,17 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+def encode_meta(meta: Mapping[str, Any]) -> str:
+    """A job's metadata as JSON text, or a clear error."""
+    try:
+        text = dumps(dict(meta))
+    except (TypeError, ValueError) as exc:
+        raise errors.ConfigurationError(f"meta must hold JSON values only: {exc}") from None
+    if has_non_string_keys(dict(meta)) or has_nul(text):
+        raise errors.ConfigurationError("meta must be a JSON object: string keys, no NUL characters")
+    return check_encodable(text, "meta")
+
+
 def has_nul(text: str) -> bool:
     """Whether JSON text may hold a NUL character (PostgreSQL's jsonb cannot store one)."""
     return "\\u0000" in text

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, ParamSpec, TypeVar
 
 from . import errors, serialization
+from .hooks import EnqueueCall
 from .jobs import Job
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class Task(Generic[P, R]):
         return self.app.settings.retry_backoff
 
 
-_OPTION_NAMES = ("delay", "run_at", "priority", "queue", "key", "max_attempts", "conn")
+_OPTION_NAMES = ("delay", "run_at", "priority", "queue", "key", "max_attempts", "meta", "conn")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class EnqueueOptions:
     queue: str | None = None
     key: str | None = None
     max_attempts: int | None = None
+    meta: Mapping[str, Any] | None = None
     conn: Any = field(default=None, compare=False)
 
     def options(self, **options: Any) -> "EnqueueOptions":
@@ -202,6 +204,10 @@ class EnqueueOptions:
             validate_key(self.key)
         if self.max_attempts is not None:
             validate_max_attempts(self.max_attempts)
+        if self.meta is not None:
+            if not isinstance(self.meta, Mapping):
+                raise errors.ConfigurationError(f"meta must be a dict (a JSON object), not {self.meta!r}")
+            serialization.encode_meta(self.meta)
 
     def _params(self) -> dict[str, Any]:
         config = self.task.config
@@ -213,7 +219,21 @@ class EnqueueOptions:
             "delay": self.delay or 0.0,
             "max_attempts": self.max_attempts or self.task.max_attempts(),
             "key": self.key,
+            "meta": serialization.encode_meta(self.meta) if self.meta else None,
         }
+
+    def _insert(self, params: dict[str, Any], count: int,
+                insert: Callable[[dict[str, Any]], list[int]]) -> list[int]:
+        """Run ``insert`` inside the App's ``around_enqueue`` hooks, if any."""
+        app = self.task.app
+        if not app.hooks.enqueue_wrappers:
+            return insert(params)
+        call = EnqueueCall(self.task.name, params["queue"], count, dict(self.meta or {}),
+                           transactional=self.conn is not None)
+        with app.hooks.wrapping(app.hooks.enqueue_wrappers, call):
+            params["meta"] = serialization.encode_meta(call.meta) if call.meta else None
+            call.job_ids = insert(params)
+        return call.job_ids
 
     def _check_size(self, *texts: str | None) -> None:
         limit = self.task.app.settings.max_args_bytes
@@ -234,8 +254,15 @@ class EnqueueOptions:
         self._check_size(args_json, kwargs_json)
         params = self._params()
         params["args"], params["kwargs"] = args_json, kwargs_json
-        job_id, created = task.app.store.enqueue(params, conn=self.conn)
-        return Job(task.app, job_id, created=created)
+        created: list[bool] = []
+
+        def insert(p: dict[str, Any]) -> list[int]:
+            job_id, was_created = task.app.store.enqueue(p, conn=self.conn)
+            created.append(was_created)
+            return [job_id]
+
+        ids = self._insert(params, 1, insert)
+        return Job(task.app, ids[0], created=created[0])
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[Job]:
         """Enqueue one job per item, in one statement: a tuple/list of positional arguments,
@@ -296,5 +323,6 @@ class EnqueueOptions:
                     raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
         params = self._params()
         params["args"], params["kwargs"], params["count"] = args_json, kwargs_json, len(all_args)
-        ids = task.app.store.enqueue_many(params, conn=self.conn)
+        ids = self._insert(params, len(all_args),
+                           lambda p: task.app.store.enqueue_many(p, conn=self.conn))
         return [Job(task.app, job_id) for job_id in ids]

@@ -74,7 +74,7 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
     """A claimed row as a job to start, or, when its arguments cannot be used, the failure
     of that attempt."""
     (_, _, _, _, job_id, task, args_text, kwargs_text, queue, attempt, failures, max_attempts,
-     cancel, args_size) = row
+     cancel, args_size, meta_text, waited) = row
     stub = outcomes.Claimed(job_id, task, [], {}, queue, attempt, failures, max_attempts,
                             bool(cancel), runner_id)
     if args_text is None or kwargs_text is None:
@@ -85,6 +85,7 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
     try:
         args = json.loads(args_text)
         kwargs = json.loads(kwargs_text)
+        meta = json.loads(meta_text) if meta_text else {}
     except (ValueError, RecursionError) as exc:
         return None, outcomes.not_runnable(
             stub, "ArgumentsNotDecodable",
@@ -96,7 +97,8 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
             stub, "ArgumentsNotDecodable",
             "the job's args must be a JSON array and its kwargs a JSON object")
     return outcomes.Claimed(job_id, task, args, kwargs, queue, attempt, failures, max_attempts,
-                            bool(cancel), runner_id), None
+                            bool(cancel), runner_id, meta if isinstance(meta, dict) else {},
+                            float(waited or 0.0)), None
 
 
 def claim(conn: ServiceConnection, queries: sqlfiles.Queries, request: Claim,

@@ -60,7 +60,8 @@ class Control(Service):
                  known_attempts: Callable[[], set[Key] | None],
                  claims_done: Callable[[], int],
                  on_maintenance_hint: Callable[[int, float | None], None],
-                 release: Callable[[int, list[Key]], None]) -> None:
+                 release: Callable[[int, list[Key]], None],
+                 emit: Callable[..., None] = lambda name, **fields: None) -> None:
         super().__init__(connection)
         connection.on_connect = self._connected
         self._queries = queries
@@ -77,6 +78,7 @@ class Control(Service):
         self._claims_done = claims_done
         self._on_maintenance_hint = on_maintenance_hint
         self._release = release
+        self._emit = emit
         self._lock_class = sqlfiles.runner_lock_class(queries.schema)
         self.listening = threading.Event()
         self._beat_now = threading.Event()
@@ -168,6 +170,7 @@ class Control(Service):
         try:
             row = self._conn.run_one(self._queries.raw("runner_heartbeat"), {"runner_id": runner_id})
         except Exception as exc:
+            self._emit("heartbeat", ok=False)
             if is_connection_error(exc):
                 raise
             self._conn.discard()
@@ -175,9 +178,11 @@ class Control(Service):
                 logger.exception("heartbeat of runner %s failed", runner_id)
             return False
         if row is None:
+            self._emit("heartbeat", ok=False)
             self._lease.beat_found_dead(runner_id)
             return False
         self._lease.beat_ok(runner_id, sent)
+        self._emit("heartbeat", ok=True)
         self._on_maintenance_hint(int(row[1]), row[2])
         try:
             self._reconcile(runner_id)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import sqlfiles
 from .connections import ServiceConnection
@@ -94,7 +95,9 @@ class Maintenance:
     """Runs passes on the claim loop's connection (they work on the jobs table)."""
 
     def __init__(self, *, queries: sqlfiles.Queries, interval: float, dead_after: float,
-                 max_crashes: int, process_checks: bool, statement_timeout: float) -> None:
+                 max_crashes: int, process_checks: bool, statement_timeout: float,
+                 emit: Callable[..., None] = lambda name, **fields: None) -> None:
+        self._emit = emit
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
@@ -147,6 +150,11 @@ class Maintenance:
                             counts.get("queued", 0), counts.get("failed", 0),
                             counts.get("cancelled", 0), swept, promoted)
         _log(result)
+        for runner_id, reason, _max, silent in dead:
+            self._emit("runner_dead", runner_id=runner_id, reason=reason, silent_for=silent,
+                       process_gone=reason.startswith("process gone"))
+        if result.requeued or result.failed or result.swept:
+            self._emit("jobs_recovered", requeued=result.requeued, failed=result.failed)
         return result
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors, serialization
@@ -41,6 +41,8 @@ class Claimed:
     max_attempts: int
     cancel_requested: bool
     runner_id: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    waited: float = 0.0  # seconds between becoming runnable and this claim
 
 
 @dataclass(frozen=True)

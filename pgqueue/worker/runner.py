@@ -129,7 +129,8 @@ class Runner:
         self.maintenance = Maintenance(
             queries=self._queries, interval=settings.maintenance_interval,
             dead_after=settings.runner_dead_after, max_crashes=settings.max_crashes,
-            process_checks=settings.instant_recovery, statement_timeout=io_timeout)
+            process_checks=settings.instant_recovery, statement_timeout=io_timeout,
+            emit=app.hooks.emit)
         self.control = Control(
             connection=ServiceConnection(dsn, "control", settings.connect_timeout,
                                          io_timeout=io_timeout,
@@ -141,6 +142,7 @@ class Runner:
             on_work=self.notify_work, on_cancel_requested=self.slots.request_cancel,
             known_attempts=self._known_attempts, claims_done=lambda: self.stats.claims,
             on_maintenance_hint=self._maintenance_hint, release=self._release_later,
+            emit=app.hooks.emit,
         )
 
     # ------------------------------------------------------------ public API
@@ -360,6 +362,7 @@ class Runner:
                 if not (row and row[0]):
                     return
         self._claim_in_flight = True
+        started = time.monotonic()
         try:
             result = claimer.claim(self._conn, self._queries, request, self.settings.max_args_bytes)
         except Exception as exc:
@@ -372,6 +375,8 @@ class Runner:
         self._outage.ok("runner")
         self._backoff.reset()
         self.stats.claims += 1
+        self.app.hooks.emit("claim", jobs=len(result.jobs) + len(result.failures), limit=request.limit,
+                            seconds=time.monotonic() - started)
         self._next_poll = now + self.settings.poll_interval
         if not result.alive:
             self.lease.lost(runner_id, "declared dead (seen by a claim)")

@@ -17,6 +17,7 @@ its slot back; an async task past its timeout is cancelled.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import errors
 from ..context import JobContext, reset_current, set_current
+from ..hooks import JobEnd
 from ..tasks import Task
 from . import outcomes
 from .executor import AsyncLoop, ElasticThreadPool
@@ -35,6 +37,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (job id, attempt)
+_END_STATUS = {"queued": "retry"}
+
+
+def _error_type(error_json: str | None) -> str | None:
+    if not error_json:
+        return None
+    try:
+        return json.loads(error_json).get("type")
+    except (ValueError, AttributeError):
+        return None
 
 
 @dataclass(eq=False)
@@ -99,7 +111,7 @@ class Slots:
         timeout = task.config.timeout if task is not None else None
         now = time.monotonic()
         attempt = Attempt(job, task, JobContext(job.id, job.task, job.attempt, job.queue, job.runner_id,
-                                                job.cancel_requested),
+                                                job.cancel_requested, job.meta),
                           now, now + timeout if timeout else None)
         with self._lock:
             if current_runner() != job.runner_id:
@@ -122,8 +134,13 @@ class Slots:
     def _run_sync(self, attempt: Attempt) -> None:
         job = attempt.job
         token = set_current(attempt.context)
+        hooks = self.app.hooks
         try:
-            value = attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
+            if hooks.job_wrappers:
+                with hooks.wrapping(hooks.job_wrappers, attempt.context):
+                    value = attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
+            else:
+                value = attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
         except BaseException as exc:
             outcome = self._failure(attempt, exc)
         else:
@@ -138,7 +155,12 @@ class Slots:
         try:
             if attempt.context.cancel_requested:
                 raise asyncio.CancelledError
-            value = await attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
+            hooks = self.app.hooks
+            if hooks.job_wrappers:
+                with hooks.wrapping(hooks.job_wrappers, attempt.context):
+                    value = await attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
+            else:
+                value = await attempt.task.func(*job.args, **job.kwargs)  # type: ignore[union-attr]
         except asyncio.CancelledError as exc:
             if attempt.context.cancel_requested:
                 outcome = outcomes.cancelled(job, "cancelled while running (async task cancelled)")
@@ -208,6 +230,11 @@ class Slots:
             abandoned = attempt.abandoned
         if outcome is not None and not abandoned:
             self._on_outcome(outcome)
+            if self.app.hooks.job_end_listeners:
+                self.app.hooks.job_ended(JobEnd(
+                    attempt.context, _END_STATUS.get(outcome.status, outcome.status),
+                    time.monotonic() - attempt.started, attempt.job.waited,
+                    _error_type(outcome.error)))
         self._on_change()
         return True
 

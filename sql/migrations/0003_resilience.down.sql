@@ -9,6 +9,7 @@ ALTER TABLE /* schema */job_events RESET (autovacuum_vacuum_insert_scale_factor,
 DROP INDEX IF EXISTS /* schema */jobs_finished_idx;
 DROP INDEX IF EXISTS /* schema */jobs_ready_idx;
 ALTER TABLE /* schema */jobs
+    DROP COLUMN IF EXISTS meta,
     DROP CONSTRAINT IF EXISTS jobs_queue_length,
     DROP CONSTRAINT IF EXISTS jobs_task_length,
     DROP CONSTRAINT IF EXISTS jobs_key_length;

@@ -79,6 +79,8 @@ COMMENT ON TABLE /* schema */server_epoch IS
 -- only some inserts) and the claim order for runners that serve every queue. NOT VALID:
 -- existing rows are not scanned under the migration's lock; new and updated rows are checked.
 ALTER TABLE /* schema */jobs
+    ADD COLUMN meta jsonb,
+    ADD CONSTRAINT jobs_meta_is_object CHECK (jsonb_typeof(meta) = 'object'),
     ADD CONSTRAINT jobs_queue_length CHECK (length(queue) <= 128) NOT VALID,
     ADD CONSTRAINT jobs_task_length CHECK (length(task) <= 255) NOT VALID,
     ADD CONSTRAINT jobs_key_length CHECK (length(key) <= 512) NOT VALID;
@@ -103,6 +105,8 @@ ALTER TABLE /* schema */jobs SET (
     autovacuum_vacuum_cost_delay = 0
 );
 
+COMMENT ON COLUMN /* schema */jobs.meta IS
+    'Metadata carried with the job, a JSON object (a trace context, tags): set at enqueue, given to the task as current_job().meta, never interpreted by pgqueue. NULL: none.';
 COMMENT ON COLUMN /* schema */jobs.due IS
     'True for a queued job whose run_at has come: only due jobs are in the claim indexes. A job scheduled for later waits with due = false until the maintenance pass promotes it (within maintenance_interval of its run_at), so a large schedule never slows claims.';
 

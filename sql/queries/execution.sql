@@ -96,7 +96,8 @@ WITH me AS MATERIALIZED (
               CASE WHEN pg_column_size(j.args) + pg_column_size(j.kwargs) <= %(max_args)s::int
                    THEN j.kwargs::text END AS kwargs,
               j.queue, j.attempts, j.failures, j.max_attempts, j.cancel_requested,
-              pg_column_size(j.args) + pg_column_size(j.kwargs) AS args_size
+              pg_column_size(j.args) + pg_column_size(j.kwargs) AS args_size, j.meta::text AS meta,
+              extract(epoch FROM now() - greatest(j.run_at, j.enqueued_at))::float8 AS waited
 ), events AS (
     INSERT INTO /* schema */job_events
         (job_id, from_status, to_status, attempt, runner_id, kind, reason)
@@ -138,10 +139,11 @@ SELECT 'state' AS what, EXISTS (SELECT FROM me) AS alive,
        coalesce((SELECT waiting FROM waiting), false) AS became_waiting,
        NULL::bigint AS id, NULL::text AS task, NULL::text AS args, NULL::text AS kwargs,
        NULL::text AS queue, NULL::int AS attempt, NULL::int AS failures,
-       NULL::int AS max_attempts, NULL::boolean AS cancel_requested, NULL::int AS args_size
+       NULL::int AS max_attempts, NULL::boolean AS cancel_requested, NULL::int AS args_size,
+       NULL::text AS meta, NULL::float8 AS waited
 UNION ALL
 SELECT 'job', NULL, NULL, NULL, c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures,
-       c.max_attempts, c.cancel_requested, c.args_size
+       c.max_attempts, c.cancel_requested, c.args_size, c.meta, c.waited
 FROM claimed AS c
 
 

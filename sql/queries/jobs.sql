@@ -5,9 +5,9 @@
 -- name: job_enqueue
 -- Inserts one job and its 'enqueued' event (the insert trigger wakes a waiting runner).
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts)
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
     SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s
+           /* schema */due_soon(at.run_at), %(max_attempts)s, %(meta)s::jsonb
     FROM (SELECT coalesce(%(run_at)s::timestamptz,
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     RETURNING id
@@ -20,9 +20,10 @@ SELECT id, true AS created FROM inserted
 -- name: job_enqueue_unique
 -- Inserts one job unless a queued or running job holds the same key; returns the holder then.
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, key)
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, key,
+                                  meta)
     SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s, %(key)s
+           /* schema */due_soon(at.run_at), %(max_attempts)s, %(key)s, %(meta)s::jsonb
     FROM (SELECT coalesce(%(run_at)s::timestamptz,
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
@@ -42,9 +43,9 @@ WHERE key = %(key)s AND status IN ('queued', 'running') AND NOT EXISTS (SELECT F
 -- Inserts many jobs of one task in one statement, with their events. args is a JSON array
 -- of argument arrays; kwargs a JSON array of objects, or NULL when no job has any.
 WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts)
+    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
     SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s
+           /* schema */due_soon(at.run_at), %(max_attempts)s, %(meta)s::jsonb
     FROM (SELECT coalesce(%(run_at)s::timestamptz,
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at,
     -- ROWS FROM zips the two lists (a NULL kwargs list yields NULLs), in order.
@@ -62,7 +63,7 @@ SELECT id FROM inserted ORDER BY id
 -- One job's row.
 SELECT id, queue, task, args, kwargs, priority, run_at, status, attempts, failures, crashes,
        max_attempts, key, runner_id, result, error, cancel_requested, enqueued_at, started_at,
-       finished_at
+       finished_at, meta
 FROM /* schema */jobs
 WHERE id = %(id)s
 

@@ -88,9 +88,10 @@ WITH since AS MATERIALIZED (
                            || round(extract(epoch FROM now() - r.heartbeat_at)::numeric, 1) || ' s' END
     FROM verdict AS v
     WHERE r.id = v.id AND r.state = 'running' AND (v.lease_out OR v.process_gone)
-    RETURNING r.id, r.reason, coalesce(r.max_crashes, %(max_crashes)s::int) AS max_crashes
+    RETURNING r.id, r.reason, coalesce(r.max_crashes, %(max_crashes)s::int) AS max_crashes,
+              extract(epoch FROM now() - r.heartbeat_at)::float8 AS silent_for
 )
-SELECT id, reason, max_crashes FROM dead ORDER BY id
+SELECT id, reason, max_crashes, silent_for FROM dead ORDER BY id
 
 -- name: reaper_requeue
 -- Gives the running jobs of these dead runners to the living: re-queued with a crash counted,
