@@ -466,9 +466,12 @@ def _embedded_server() -> Any:
 def embedded_start() -> None:
     """Start the embedded server (it starts by itself on first use too)."""
     _setup_logging("WARNING")
+    from .db import mask_dsn
+
     server = _embedded_server()
     dsn = server.ensure_running()
-    click.echo(f"embedded PostgreSQL running in {server.directory}: {dsn}")
+    click.echo(f"embedded PostgreSQL running in {server.directory}: {mask_dsn(dsn)} "
+               f"(password in {server.password_file})")
 
 
 @embedded.command("stop")
@@ -485,9 +488,11 @@ def embedded_stop() -> None:
 @embedded.command("status")
 def embedded_status() -> None:
     """Say whether the embedded server runs, and where."""
+    from .db import mask_dsn
+
     status = _embedded_server().status()
     if status["running"]:
-        click.echo(f"running in {status['directory']}: {status['dsn']}")
+        click.echo(f"running in {status['directory']}: {mask_dsn(status['dsn'])}")
     elif status["initialised"]:
         click.echo(f"stopped; data in {status['directory']}")
     else:

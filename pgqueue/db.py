@@ -13,6 +13,7 @@ psycopg errors are translated here and only here, always with ``raise ... from``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import re
@@ -23,6 +24,7 @@ import psycopg
 import psycopg_pool
 from psycopg import conninfo
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from . import errors
 
@@ -142,6 +144,18 @@ def connect(dsn: str, *, connect_timeout: float = 5.0, autocommit: bool = True,
         ) from exc
 
 
+class UndecodableJSON(str):
+    """A JSON value PostgreSQL holds but Python cannot decode (nesting deeper than the
+    decoder allows, an integer over Python's digit limit): its text, as read."""
+
+
+def _json_loads(data: bytes | str) -> object:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return UndecodableJSON(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+
+
 def configure_session(conn: psycopg.Connection, prepared: str = "auto") -> None:
     """Settings for every pgqueue pool connection. JIT compilation costs tens of milliseconds
     and pays off only for long analytical queries: pgqueue's statements are short. Behind a
@@ -150,6 +164,8 @@ def configure_session(conn: psycopg.Connection, prepared: str = "auto") -> None:
     pooler hands the next statement to a server session that never saw it prepared)."""
     from .worker.connections import reaches_server_directly
 
+    # A row written by hand may hold JSON that Python cannot decode: reading it must not fail.
+    set_json_loads(_json_loads, conn)
     direct = reaches_server_directly(conn)
     if prepared == "off" or (prepared == "auto" and not direct):
         conn.prepare_threshold = None

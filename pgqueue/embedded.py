@@ -11,14 +11,19 @@ Invariants:
   processes, so two processes starting at once never run ``initdb`` twice.
 * The server listens on 127.0.0.1 only, on a port chosen free at first start and
   written into its ``postgresql.conf``; no Unix socket (its path could exceed the
-  104-byte limit in deep project folders).
+  104-byte limit in deep project folders). It is private: password authentication
+  (scram-sha-256) with a password generated at ``initdb`` and kept in
+  ``.pgqueue/password`` (mode 0600), so another local account cannot connect. A data
+  folder made by an older pgqueue with trust authentication is given a password at its
+  next start.
 * Binaries come from the ``pgserver`` package (PostgreSQL inside a wheel: the
   ``embedded`` extra), else from the machine (``pg_ctl`` on PATH, ``pg_config``,
   Debian's ``/usr/lib/postgresql/*/bin``). A data directory is only ever opened by
   binaries of the major version that created it.
 * PostgreSQL refuses to run as root. Under root the server runs as the ``postgres``
   account when there is one, else ``nobody``; the data folder is given to that
-  account and folders above it get the search (x) bit so it can reach them.
+  account, and a folder above it that the account cannot search is given the search
+  (x) bit for others, with a warning naming the folder.
 
 Not handled: several machines sharing one project folder over a network drive.
 """
@@ -41,6 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 from . import errors
 
@@ -122,12 +128,21 @@ class EmbeddedServer:
         self.directory = Path(directory).resolve()
         self.data = self.directory / "data"
         self.logfile = self.directory / "server.log"
+        self.password_file = self.directory / "password"
         self._lockfile = self.directory / "lock"
 
     # ------------------------------------------------------------------ public
 
     def dsn(self, port: int) -> str:
-        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        password = self._password()
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://postgres{secret}@127.0.0.1:{port}/postgres"
+
+    def _password(self) -> str | None:
+        try:
+            return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
 
     def ensure_running(self) -> str:
         """Start the server unless it runs already; return its DSN."""
@@ -141,7 +156,10 @@ class EmbeddedServer:
             binaries = self._binaries()
             if not (self.data / "PG_VERSION").exists():
                 self._initdb(binaries)
-            return self.dsn(self._start(binaries))
+            port = self._start(binaries)
+            if self._trusts_anyone():
+                self._make_private(port)
+            return self.dsn(port)
 
     def stop(self) -> bool:
         """Stop the server; False when it was not running."""
@@ -278,8 +296,10 @@ class EmbeddedServer:
             for folder in target.parents:
                 mode = folder.stat().st_mode
                 if not mode & stat.S_IXOTH:
-                    logger.warning("giving others search permission (o+x) on %s so the embedded "
-                                   "server's account %r can reach %s", folder, account.pw_name, target)
+                    logger.warning("giving others search permission (o+x) on %s so that the embedded "
+                                   "server, which cannot run as root and runs as %r, can reach %s "
+                                   "(set PGQUEUE_DSN to a server of your own to avoid this)",
+                                   folder, account.pw_name, target)
                     folder.chmod(mode | stat.S_IXOTH)
 
     def _initdb(self, binaries: Binaries) -> None:
@@ -293,9 +313,61 @@ class EmbeddedServer:
         self.data.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logfile.touch()
         self._prepare_ownership(binaries)
-        self._run(binaries, "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--locale=C")
+        password = self._new_password()
+        # initdb reads the password from a file the server's account can read; it is
+        # deleted at once (the lasting copy is .pgqueue/password, readable by us only).
+        pwfile = self.data.parent / "initdb-password"
+        pwfile.write_text(password + "\n")
+        try:
+            account = self._run_as()
+            if account is not None:
+                os.chown(pwfile, account.pw_uid, account.pw_gid)
+            pwfile.chmod(0o600)
+            self._run(binaries, "initdb", "-D", str(self.data), "-U", "postgres",
+                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C")
+        finally:
+            pwfile.unlink(missing_ok=True)
         self._write_port(self._choose_port())
+
+    def _new_password(self) -> str:
+        import secrets
+
+        password = secrets.token_urlsafe(24)
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        self.password_file.chmod(0o600)
+        return password
+
+    def _trusts_anyone(self) -> bool:
+        """Whether pg_hba.conf lets anyone in without a password (data made by an older pgqueue)."""
+        try:
+            lines = (self.data / "pg_hba.conf").read_text().splitlines()
+        except OSError:
+            return False
+        return any(line.split()[-1] == "trust" for line in lines
+                   if line.strip() and not line.lstrip().startswith("#"))
+
+    def _make_private(self, port: int) -> None:
+        """Give a trust-authenticated server a password, then require it."""
+        import psycopg
+
+        logger.warning("the embedded server in %s accepted any local connection without a password "
+                       "(created by an older pgqueue): setting a password (kept in %s)",
+                       self.directory, self.password_file)
+        password = self._new_password()
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True,
+                             connect_timeout=10) as conn:
+            conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(password)))
+            hba = self.data / "pg_hba.conf"
+            text = "\n".join(
+                line if line.lstrip().startswith("#") or not line.strip() or line.split()[-1] != "trust"
+                else line.rsplit("trust", 1)[0] + "scram-sha-256"
+                for line in hba.read_text().splitlines()) + "\n"
+            owner = hba.stat()
+            hba.write_text(text)
+            os.chown(hba, owner.st_uid, owner.st_gid)
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
 
     def _choose_port(self) -> int:
         return _free_port()

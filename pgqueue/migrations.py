@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -53,9 +54,46 @@ def _alembic_config(connection: Any, schema: str) -> Any:
     return cfg
 
 
-def migrate(dsn: str, schema: str, *, connect_timeout: float = 5.0,
-            target: str = "head") -> tuple[str | None, str | None]:
-    """Upgrade ``schema`` to ``target``; returns the revisions before and after."""
+# A migration that must lock a table waits at most this long for it, then gives up (rolls back,
+# so the statements queued behind it run) and tries again later: an ALTER waiting behind a long
+# reader must not block every worker's statements, heartbeats included.
+LOCK_TIMEOUT = 3.0
+DEFAULT_LOCK_WAIT = 600.0
+
+
+def migrate(dsn: str, schema: str, *, connect_timeout: float = 5.0, target: str = "head",
+            lock_wait: float = DEFAULT_LOCK_WAIT) -> tuple[str | None, str | None]:
+    """Upgrade ``schema`` to ``target``; returns the revisions before and after.
+
+    Each try takes locks with a short ``lock_timeout``; when a lock is held elsewhere (a long
+    transaction), the try rolls back and is made again with a growing pause, for up to
+    ``lock_wait`` seconds, with a line saying who holds things up."""
+    import random
+
+    deadline = time.monotonic() + lock_wait
+    pause = 0.5
+    while True:
+        try:
+            return _migrate_once(dsn, schema, connect_timeout=connect_timeout, target=target)
+        except _LockBusy as busy:
+            if time.monotonic() + pause > deadline:
+                raise errors.PgQueueError(
+                    f"migration of schema {schema!r} gave up after {lock_wait:.0f} s: a table it must "
+                    f"change stayed locked by another session ({busy.holders}); end that "
+                    "transaction, or run the migration at a quieter time") from None
+            logger.warning("migration of schema %r is waiting for a lock held by another session "
+                           "(%s); trying again in %.1f s", schema, busy.holders, pause)
+            time.sleep(pause * random.uniform(0.8, 1.2))
+            pause = min(pause * 2, 15.0)
+
+
+class _LockBusy(Exception):
+    def __init__(self, holders: str) -> None:
+        self.holders = holders
+
+
+def _migrate_once(dsn: str, schema: str, *, connect_timeout: float,
+                  target: str) -> tuple[str | None, str | None]:
     from alembic import command
 
     sqlfiles.validate_schema_name(schema)
@@ -63,18 +101,45 @@ def migrate(dsn: str, schema: str, *, connect_timeout: float = 5.0,
     try:
         with _ALEMBIC_IN_PROCESS, engine.begin() as connection:
             _lock(connection, schema)  # before reading the revision: another may be migrating
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
             before = _revision_in(connection, schema)
             command.upgrade(_alembic_config(connection, schema), target)
             after = _revision_in(connection, schema)
     except errors.PgQueueError:
         raise
     except Exception as exc:
+        cause = _driver_error(exc)
+        if getattr(cause, "sqlstate", None) == "55P03":  # lock_not_available
+            raise _LockBusy(_long_transactions(dsn, connect_timeout)) from exc
         raise _migration_error(exc, dsn) from exc
     finally:
         engine.dispose()
     if before != after:
         logger.debug("migrated schema %r from %s to %s", schema, before or "nothing", after)
     return before, after
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    cause = exc
+    while getattr(cause, "orig", None) is not None:  # SQLAlchemy wraps driver errors
+        cause = cause.orig  # type: ignore[assignment]
+    return cause
+
+
+def _long_transactions(dsn: str, connect_timeout: float) -> str:
+    """The oldest open transactions on the server, for the waiting message."""
+    try:
+        with db.connect(dsn, connect_timeout=connect_timeout) as conn:
+            rows = conn.execute(
+                "SELECT pid, round(extract(epoch FROM now() - xact_start))::int, state, "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity "
+                "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+                "ORDER BY xact_start LIMIT 3").fetchall()
+    except Exception:
+        return "could not see who"
+    if not rows:
+        return "a transaction that has just ended"
+    return "; ".join(f"pid {pid}, open {age} s, {state}: {query!r}" for pid, age, state, query in rows)
 
 
 def downgrade(dsn: str, schema: str, target: str = "base", *, connect_timeout: float = 5.0) -> None:
@@ -90,9 +155,7 @@ def downgrade(dsn: str, schema: str, target: str = "base", *, connect_timeout: f
 
 
 def _migration_error(exc: Exception, dsn: str) -> Exception:
-    cause = exc
-    while getattr(cause, "orig", None) is not None:  # SQLAlchemy wraps driver errors
-        cause = cause.orig  # type: ignore[assignment]
+    cause = _driver_error(exc)
     if isinstance(cause, psycopg.OperationalError):
         return errors.DatabaseUnavailable(f"migration failed on {db.mask_dsn(dsn)}: {db._one_line(cause)}")
     if isinstance(cause, psycopg.Error):
@@ -222,10 +285,29 @@ def check_revision(conn: psycopg.Connection, schema: str) -> str:
             f"the pgqueue schema {schema!r} is at revision {current or 'none'}, this pgqueue needs "
             f"{head}: run `{_migrate_command(schema)}`"
         )
+    # A newer schema: fine during a rolling deploy, as long as its migrations since ours were
+    # additive (the schema says from which code revision on it may be used).
+    compatible_since = _compatible_since(conn, schema)
+    if compatible_since is not None and compatible_since <= head:
+        logger.warning("the pgqueue schema %r is at revision %s, newer than this pgqueue %s (%s); "
+                       "it stays compatible with code from revision %s on: running, but upgrade "
+                       "pgqueue soon", schema, current, __version__, head, compatible_since)
+        return current
     raise errors.SchemaNotMigrated(
         f"the pgqueue schema {schema!r} is at revision {current}, newer than this pgqueue "
-        f"{__version__} knows (up to {head}): upgrade pgqueue"
+        f"{__version__} knows (up to {head}) and not compatible with it"
+        + (f" (it needs code of revision {compatible_since} or later)" if compatible_since else "")
+        + ": upgrade pgqueue"
     )
+
+
+def _compatible_since(conn: psycopg.Connection, schema: str) -> str | None:
+    try:
+        with conn.transaction():
+            rows = db.fetch_all(conn, sqlfiles.queries_for(schema).meta_compatible_since)
+    except psycopg.errors.UndefinedTable:
+        return None
+    return rows[0][0] if rows else None
 
 
 def _migrate_command(schema: str) -> str:

@@ -52,3 +52,39 @@ def test_a_folder_that_is_not_a_data_folder_is_refused(tmp_path: Path) -> None:
     (directory / "data" / "stray.txt").write_text("not postgres")
     with pytest.raises(errors.EmbeddedServerError, match="holds no PostgreSQL data"):
         EmbeddedServer(directory).ensure_running()
+
+
+def test_the_embedded_server_is_private(server: EmbeddedServer) -> None:
+    """Not trust on TCP: a generated password, kept in a file only its owner can read."""
+    import os
+    import stat
+
+    dsn = server.ensure_running()
+    mode = stat.S_IMODE(os.stat(server.password_file).st_mode)
+    assert mode == 0o600, f"the password file is mode {oct(mode)}: other local users could read it"
+    port = server.status()["port"]
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=5)
+    hba = (server.data / "pg_hba.conf").read_text().splitlines()
+    assert not [line for line in hba if line.strip() and not line.startswith("#") and line.split()[-1] == "trust"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_old_trusting_data_folder_gets_a_password(server: EmbeddedServer) -> None:
+    server.ensure_running()
+    hba = server.data / "pg_hba.conf"
+    owner = hba.stat()
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    server.password_file.unlink()
+    server.stop()
+    dsn = server.ensure_running()  # what an older pgqueue left behind: given a password now
+    assert server.password_file.exists()
+    active = [line for line in hba.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert active and all(line.split()[-1] == "scram-sha-256" for line in active), active
+    assert hba.stat().st_uid == owner.st_uid
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    port = server.status()["port"]
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=5)

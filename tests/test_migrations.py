@@ -131,7 +131,12 @@ def test_schema_behind_or_ahead_is_reported(make_app, admin, schema_name) -> Non
     app = make_app()
     app.migrate()
     admin.execute(f"UPDATE \"{schema_name}\".alembic_version SET version_num = '9999'")
+    # Newer, and (says the schema) not compatible with this code: refused.
+    admin.execute(f"UPDATE \"{schema_name}\".schema_info SET value = '9999' WHERE key = 'compatible_since'")
     with pytest.raises(pgqueue.SchemaNotMigrated, match="newer than this pgqueue"):
+        app.check_schema()
+    admin.execute(f"UPDATE \"{schema_name}\".alembic_version SET version_num = '0001'")
+    with pytest.raises(pgqueue.SchemaNotMigrated, match="is at revision 0001, this pgqueue needs"):
         app.check_schema()
 
 

@@ -183,6 +183,13 @@ class Completer:
 
     def _loop(self) -> None:
         backoff = Backoff()
+        try:
+            # Connected from the start: the connection holds the runner's liveness lock too.
+            self._conn.get()
+        except Exception as exc:
+            self._conn.discard()
+            if is_connection_error(exc):
+                self._outage.failed("completer", exc)
         while True:
             batch = self._outbox.take()
             if not batch:

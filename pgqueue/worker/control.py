@@ -18,7 +18,8 @@ Each beat:
    the claim loop hands it back. Those with a cancellation request are passed to the slots.
 
 Between beats the thread waits in LISTEN on "<schema>.jobs" (when listening is on): a
-notification naming a served queue wakes the claim loop at once. When the connection drops,
+notification naming a served queue wakes the claim loop at once. A notification on
+"<schema>.runners" (a runner died or stopped) makes it beat at once, to learn its new rank. When the connection drops,
 it reconnects with backoff, takes the liveness lock again (before anything else), beats at
 once, and wakes the claim loop, because work may have arrived while nobody listened.
 
@@ -69,6 +70,7 @@ class Control(Service):
         self.interval = interval
         self.listen = listen
         self.channel = sqlfiles.channel(queries.schema, "jobs")
+        self.runners_channel = sqlfiles.channel(queries.schema, "runners")
         self._queues = frozenset(queues) if queues else None
         self._outage = outage
         self._use_liveness = use_liveness
@@ -93,7 +95,8 @@ class Control(Service):
         """On every new connection: the liveness lock first, then LISTEN."""
         self.hold_liveness(self._lease.runner_id)
         if self.listen:
-            conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
+            conn.execute(pgsql.SQL("LISTEN {}; LISTEN {}").format(
+                pgsql.Identifier(self.channel), pgsql.Identifier(self.runners_channel)))
 
     def hold_liveness(self, runner_id: int | None) -> None:
         """Make this connection's session hold ``runner_id``'s liveness lock (only)."""
@@ -118,13 +121,13 @@ class Control(Service):
 
     def _loop(self) -> None:
         backoff = Backoff()
+        failures = 0
         while not self._stop.is_set():
             try:
                 conn = self._conn.get()
                 if self.listen:
                     self.listening.set()
                 self._outage.ok("control")
-                backoff.reset()
                 self._on_work()  # work may have arrived while we were not listening
                 next_beat = 0.0  # beat at once on a new connection
                 while not self._stop.is_set():
@@ -132,12 +135,18 @@ class Control(Service):
                     if now >= next_beat or self._beat_now.is_set():
                         self._beat_now.clear()
                         started = now
-                        self.run_once()
+                        if self.run_once():
+                            backoff.reset()
+                            failures = 0
                         next_beat = started + self.interval
                         continue
                     wait = min(next_beat - now, 0.5)
                     if self.listen:
                         for note in conn.notifies(timeout=wait, stop_after=64):
+                            if note.channel == self.runners_channel:
+                                # A runner died or stopped: the ranks changed; beat to learn ours.
+                                self._beat_now.set()
+                                break
                             logger.debug("notification: work in queue %r", note.payload)
                             if self._queues is None or note.payload in self._queues:
                                 self._on_work()
@@ -155,7 +164,11 @@ class Control(Service):
                     logger.exception("the control loop failed; reconnecting")
                 self._conn.discard()
                 self._lease.check()
-                self._stop.wait(backoff.next())
+                # The first reconnect comes at once: this connection holds the liveness lock,
+                # and a cut connection (pg_terminate_backend) must not look like a dead process.
+                failures += 1
+                if failures > 1:
+                    self._stop.wait(backoff.next())
 
     def run_once(self) -> bool:
         """One heartbeat, then the look at what the database says this runner runs. False

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 PROMOTE_BATCH = 10_000
 SWEEP_EVERY = 10.0
 TOP_RANKS = 2
-STALE_PASSES = 3.0
+STALE_PASSES = 2.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class Maintenance:
                             counts.get("queued", 0), counts.get("failed", 0),
                             counts.get("cancelled", 0), swept, promoted)
         _log(result)
-        for runner_id, reason, _max, silent in dead:
+        for runner_id, reason, _max, silent, _told in dead:
             self._emit("runner_dead", runner_id=runner_id, reason=reason, silent_for=silent,
                        process_gone=reason.startswith("process gone"))
         if result.requeued or result.failed or result.swept:

@@ -100,8 +100,12 @@ class Runner:
         self.lease.on_change(self._lease_changed)
         io_timeout = settings.runner_dead_after / 2
         def hot(role: str) -> ServiceConnection:
+            # lock_timeout: a row lock held elsewhere (an operator's open transaction on the
+            # runner row, say) fails a statement after a moment, to be retried, instead of
+            # stalling the runner until the statement timeout.
             return ServiceConnection(dsn, role, settings.connect_timeout, generic_plans=True,
-                                     io_timeout=io_timeout, prepared=settings.prepared_statements,
+                                     io_timeout=io_timeout, lock_timeout=min(2.0, io_timeout),
+                                     prepared=settings.prepared_statements,
                                      on_connect=self._hold_liveness)
 
         self._conn = hot("runner")

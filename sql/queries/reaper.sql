@@ -90,8 +90,12 @@ WITH since AS MATERIALIZED (
     WHERE r.id = v.id AND r.state = 'running' AND (v.lease_out OR v.process_gone)
     RETURNING r.id, r.reason, coalesce(r.max_crashes, %(max_crashes)s::int) AS max_crashes,
               extract(epoch FROM now() - r.heartbeat_at)::float8 AS silent_for
+), told AS (
+    -- The living re-read their rank at once (the two oldest run the passes).
+    SELECT pg_notify('/* channel */runners', 'dead') FROM (SELECT 1 FROM dead LIMIT 1) AS any_dead
 )
-SELECT id, reason, max_crashes, silent_for FROM dead ORDER BY id
+SELECT id, reason, max_crashes, silent_for, (SELECT count(*) FROM told) AS told
+FROM dead ORDER BY id
 
 -- name: reaper_requeue
 -- Gives the running jobs of these dead runners to the living: re-queued with a crash counted,

@@ -61,12 +61,15 @@ ORDER BY j.id
 -- name: runner_end
 -- Marks a runner stopped (a clean exit) or dead (it lost its lease and retires its old
 -- identity); first of the two statements of a stop, in one transaction: the runner row is
--- locked before job rows, as the reaper does (no deadlock).
-UPDATE /* schema */runners
-SET state = %(state)s::text, waiting = false, stopped_at = now(), reason = %(reason)s::text,
-    lost_reason = CASE WHEN %(state)s::text = 'dead' THEN 'lost its lease' END
-WHERE id = %(runner_id)s::bigint AND state = 'running'
-RETURNING id
+-- locked before job rows, as the reaper does (no deadlock). The living re-read their rank.
+WITH ended AS (
+    UPDATE /* schema */runners
+    SET state = %(state)s::text, waiting = false, stopped_at = now(), reason = %(reason)s::text,
+        lost_reason = CASE WHEN %(state)s::text = 'dead' THEN 'lost its lease' END
+    WHERE id = %(runner_id)s::bigint AND state = 'running'
+    RETURNING id
+)
+SELECT e.id, pg_notify('/* channel */runners', 'ended') IS NULL AS told FROM ended AS e
 
 -- name: runner_hand_back
 -- Hands every attempt still running under this runner back to the queue (not a failure, not
