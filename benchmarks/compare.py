@@ -169,19 +169,21 @@ def log(message: str) -> None:
 def dsn_for(base: str, dbname: str) -> str:
     """``base`` pointed at database ``dbname``, as a URL (asyncpg takes URLs only)."""
     params = pg_conninfo.conninfo_to_dict(base)
-    params["dbname"] = dbname
-    host = params.pop("host", None) or "127.0.0.1"
+    params.pop("dbname", None)
+    host = str(params.pop("host", None) or "127.0.0.1")
     port = params.pop("port", None)
     user = params.pop("user", None)
     password = params.pop("password", None)
-    params.pop("dbname")
     auth = ""
     if user:
         auth = quote(str(user), safe="")
         if password:
             auth += ":" + quote(str(password), safe="")
         auth += "@"
-    netloc = quote(str(host), safe="") if str(host).startswith("/") else str(host)
+    if host.startswith("/"):  # a Unix socket directory
+        netloc = quote(host, safe="")
+    else:
+        netloc = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets
     url = f"postgresql://{auth}{netloc}{':' + str(port) if port else ''}/{quote(dbname, safe='')}"
     if params:
         url += "?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in params.items())
@@ -403,8 +405,10 @@ class System:
         return str(VENVS_DIR / self.name / "bin" / "python")
 
     def env(self, dsn: str) -> dict[str, str]:
+        # No setting of any system from the environment (each runs at its defaults unless the
+        # bench says otherwise); libpq's PG* variables (PGPASSWORD, ...) stay.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PGQUEUE_", "PGQUEUER_", "PROCRASTINATE_", "PG"))}
+               if not k.startswith(("PGQUEUE_", "PGQUEUER_", "PROCRASTINATE_")) and k != "PGDSN"}
         env.update(COMPARE_DSN=dsn, PYTHONPATH=str(PEERS_DIR), PYTHONUNBUFFERED="1")
         return env
 
