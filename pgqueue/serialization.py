@@ -87,19 +87,27 @@ class CallCheck:
             ) from None
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def has_non_string_keys(value: Any) -> bool:
     """Whether a dict inside ``value`` has a key that is not a string. JSON would turn
-    ``{1: "a"}`` into ``{"1": "a"}`` without a word: the task would get other data."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return True
-            if isinstance(item, (dict, list, tuple)) and has_non_string_keys(item):
-                return True
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            if isinstance(item, (dict, list, tuple)) and has_non_string_keys(item):
-                return True
+    ``{1: "a"}`` into ``{"1": "a"}`` without a word: the task would get other data.
+    (Iterative, and empty containers are skipped: 20,000 argument tuples of a bulk enqueue
+    cost a loop, not 20,000 calls.)"""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict or isinstance(item, dict):
+            for key, child in item.items():
+                if type(key) is not str:
+                    return True
+                if child and isinstance(child, _CONTAINERS):
+                    stack.append(child)
+        else:
+            for child in item:
+                if child and isinstance(child, _CONTAINERS):
+                    stack.append(child)
     return False
 
 

@@ -24,13 +24,14 @@ ALTER TABLE /* schema */runners
     DROP COLUMN IF EXISTS lost_reason,
     DROP COLUMN IF EXISTS max_crashes;
 DROP TABLE IF EXISTS /* schema */schema_info;
+ALTER TABLE /* schema */jobs ALTER COLUMN due SET DEFAULT true;
 
 CREATE OR REPLACE FUNCTION /* schema */due_soon(run_at timestamptz) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT run_at <= now() + interval '5 seconds'
 $$;
 
-CREATE OR REPLACE FUNCTION /* schema */jobs_after_insert() RETURNS trigger
+CREATE FUNCTION /* schema */jobs_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM /* schema */runners WHERE state = 'running' AND waiting LIMIT 1;
@@ -82,3 +83,7 @@ SELECT r.id,
        r.dead_after
 FROM /* schema */runners AS r;
 
+CREATE TRIGGER jobs_wake_after_insert
+    AFTER INSERT ON /* schema */jobs
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION /* schema */jobs_after_insert();

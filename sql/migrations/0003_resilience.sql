@@ -120,26 +120,15 @@ $$;
 COMMENT ON FUNCTION /* schema */due_soon(timestamptz) IS
     'True when a queued job with this run_at must be in the claim indexes now (it may run now).';
 
--- The insert trigger also repairs rows inserted by hand with due = true (the column default)
--- and a run_at in the future, which would otherwise sit in the claim indexes.
-CREATE OR REPLACE FUNCTION /* schema */jobs_after_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM inserted WHERE status = 'queued' AND due AND run_at > now()) THEN
-        UPDATE /* schema */jobs SET due = false
-        WHERE id IN (SELECT id FROM inserted WHERE status = 'queued' AND due AND run_at > now());
-    END IF;
-    PERFORM 1 FROM /* schema */runners WHERE state = 'running' AND waiting LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    PERFORM /* schema */wake(array_agg(DISTINCT queue))
-    FROM inserted
-    WHERE status = 'queued' AND run_at <= now()
-    HAVING count(*) > 0;
-    RETURN NULL;
-END
-$$;
+-- Waking moves into the enqueue statements themselves (one call of wake() with the queue),
+-- and the statement-level insert trigger goes: capturing every inserted row in a transition
+-- table cost a bulk enqueue more than its events did. A row inserted by other means (by hand,
+-- COPY) now starts with due = false, so the maintenance pass promotes it when its run_at has
+-- come, and wakes the runners of its queue: within maintenance_interval, and never walked by
+-- claims before its time.
+DROP TRIGGER jobs_wake_after_insert ON /* schema */jobs;
+DROP FUNCTION /* schema */jobs_after_insert();
+ALTER TABLE /* schema */jobs ALTER COLUMN due SET DEFAULT false;
 
 -- -------------------------------------------------------------------- job history
 ALTER TABLE /* schema */job_events

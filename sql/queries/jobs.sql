@@ -3,19 +3,22 @@
 -- statement, so the history cannot disagree with the job.
 
 -- name: job_enqueue
--- Inserts one job and its 'enqueued' event (the insert trigger wakes a waiting runner).
+-- Inserts one job and its 'enqueued' event, and wakes a runner waiting on its queue when the
+-- job may run now (NOTIFY only while one waits; sent when the transaction commits).
 WITH inserted AS (
     INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
     SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
            /* schema */due_soon(at.run_at), %(max_attempts)s, %(meta)s::jsonb
     FROM (SELECT coalesce(%(run_at)s::timestamptz,
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
-    RETURNING id
+    RETURNING id, due
 ), event AS (
     INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
     SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
+), woken AS (
+    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM inserted WHERE inserted.due
 )
-SELECT id, true AS created FROM inserted
+SELECT id, true AS created, (SELECT count(*) FROM woken) AS woken FROM inserted
 
 -- name: job_enqueue_unique
 -- Inserts one job unless a queued or running job holds the same key; returns the holder then.
@@ -27,12 +30,14 @@ WITH inserted AS (
     FROM (SELECT coalesce(%(run_at)s::timestamptz,
                           now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
     ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
-    RETURNING id
+    RETURNING id, due
 ), event AS (
     INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
     SELECT id, 'queued', 'enqueued', 'enqueued with key ' || %(key)s FROM inserted
+), woken AS (
+    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM inserted WHERE inserted.due
 )
-SELECT id, true AS created FROM inserted
+SELECT id, true AS created FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
 UNION ALL
 -- The holder: visible unless it committed after this statement's snapshot, in which
 -- case nothing is returned and the caller runs the statement again.
@@ -40,24 +45,28 @@ SELECT id, false AS created FROM /* schema */jobs
 WHERE key = %(key)s AND status IN ('queued', 'running') AND NOT EXISTS (SELECT FROM inserted)
 
 -- name: job_enqueue_many
--- Inserts many jobs of one task in one statement, with their events. args is a JSON array
--- of argument arrays; kwargs a JSON array of objects, or NULL when no job has any.
+-- Inserts many jobs of one task in one statement, with their events, and wakes a runner
+-- waiting on the queue once. args is a JSON array of argument arrays; kwargs a JSON array of
+-- objects, or NULL when no job has any.
 WITH inserted AS (
     INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
     SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s, %(meta)s::jsonb
-    FROM (SELECT coalesce(%(run_at)s::timestamptz,
-                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at,
+           at.due, %(max_attempts)s, %(meta)s::jsonb
+    FROM (SELECT t.run_at, /* schema */due_soon(t.run_at) AS due
+          FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                                now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS t) AS at,
     -- ROWS FROM zips the two lists (a NULL kwargs list yields NULLs), in order.
          ROWS FROM (jsonb_array_elements(%(args)s::jsonb),
                     jsonb_array_elements(%(kwargs)s::jsonb)) WITH ORDINALITY AS call(args, kwargs, n)
     ORDER BY call.n
-    RETURNING id
+    RETURNING id, due
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
     SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
+), woken AS (
+    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM (SELECT 1 FROM inserted WHERE due LIMIT 1) AS one
 )
-SELECT id FROM inserted ORDER BY id
+SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY id
 
 -- name: job_get
 -- One job's row.
