@@ -57,6 +57,7 @@ STALE_PASSES = 2.0
 @dataclass(frozen=True)
 class PassResult:
     elected: bool
+    at: object = None  # the pass's time (database clock)
     dead_runners: tuple[int, ...] = ()
     reasons: tuple[str, ...] = ()
     requeued: int = 0
@@ -125,7 +126,7 @@ class Maintenance:
                 "sweep_every": SWEEP_EVERY})
             if elected is None:
                 return PassResult(False)
-            _passes, sweep, server_changed = elected
+            _passes, sweep, server_changed, at = elected
             if server_changed:
                 logger.warning("the database server restarted after a crash or failed over: every "
                                "runner gets a full lease to reconnect before any is declared dead")
@@ -146,7 +147,7 @@ class Maintenance:
         with pg.transaction():
             conn.run(q.raw("maintenance_begin"), timeouts)
             promoted = conn.run_one(q.raw("job_promote"), {"batch": PROMOTE_BATCH})[0]
-        result = PassResult(True, tuple(d[0] for d in dead), tuple(d[1] for d in dead),
+        result = PassResult(True, at, tuple(d[0] for d in dead), tuple(d[1] for d in dead),
                             counts.get("queued", 0), counts.get("failed", 0),
                             counts.get("cancelled", 0), swept, promoted)
         _log(result)

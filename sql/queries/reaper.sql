@@ -32,14 +32,14 @@ WITH due AS (
                              THEN now() ELSE m.last_sweep_at END
     FROM due
     WHERE m.id = due.id
-    RETURNING m.resumed_at, m.passes, m.last_sweep_at = now() AS sweep
+    RETURNING m.last_pass_at, m.passes, m.last_sweep_at = now() AS sweep
 ), epoch AS (
     INSERT INTO /* schema */server_epoch (id, noticed_at)
     SELECT true, now() FROM elected
     ON CONFLICT (id) DO NOTHING
     RETURNING noticed_at
 )
-SELECT e.passes, e.sweep, (SELECT count(*) FROM epoch) > 0 AS server_changed
+SELECT e.passes, e.sweep, (SELECT count(*) FROM epoch) > 0 AS server_changed, e.last_pass_at
 FROM elected AS e
 
 -- name: reaper_declare
@@ -119,21 +119,36 @@ GROUP BY r.status
 -- name: reaper_sweep
 -- Running jobs whose runner is not alive (a row written by hand, a runner row deleted, a job
 -- whose row was locked when its runner was reaped): re-queued like a dead runner's, or handed
--- back without a crash when their runner stopped cleanly.
+-- back without a crash when their runner stopped cleanly. Cost grows with the runners that
+-- hold jobs, not with the jobs: a loose scan of jobs_running_idx finds the distinct runners.
+WITH RECURSIVE holders AS (
+    (SELECT j.runner_id FROM /* schema */jobs AS j
+     WHERE j.status = 'running' ORDER BY j.runner_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.runner_id FROM /* schema */jobs AS j
+            WHERE j.status = 'running' AND j.runner_id > h.runner_id ORDER BY j.runner_id LIMIT 1)
+    FROM holders AS h WHERE h.runner_id IS NOT NULL
+), orphaned AS (
+    SELECT h.runner_id, (rr.state = 'stopped') AS stopped
+    FROM holders AS h
+    LEFT JOIN /* schema */runners AS rr ON rr.id = h.runner_id
+    WHERE h.runner_id IS NOT NULL AND (rr.id IS NULL OR rr.state <> 'running')
+)
 SELECT r.status, count(*) AS jobs
-FROM (SELECT j.runner_id, (rr.state = 'stopped') AS stopped,
-             array_agg(j.id ORDER BY j.id) AS ids, array_agg(j.runner_id ORDER BY j.id) AS runners,
-             array_agg(j.attempts ORDER BY j.id) AS attempts
-      FROM /* schema */jobs AS j
-      LEFT JOIN /* schema */runners AS rr ON rr.id = j.runner_id
-      WHERE j.status = 'running' AND (rr.id IS NULL OR rr.state <> 'running')
-      GROUP BY j.runner_id, rr.state) AS m
+FROM orphaned AS o
+CROSS JOIN LATERAL (
+    SELECT array_agg(j.id ORDER BY j.id) AS ids, array_agg(j.runner_id ORDER BY j.id) AS runners,
+           array_agg(j.attempts ORDER BY j.id) AS attempts
+    FROM /* schema */jobs AS j
+    WHERE j.runner_id = o.runner_id AND j.status = 'running'
+) AS m
 CROSS JOIN LATERAL /* schema */requeue_attempts(
     m.ids, m.runners, m.attempts,
-    array_fill(CASE WHEN m.stopped THEN 'handed back: runner ' || m.runner_id || ' stopped'
+    array_fill(CASE WHEN o.stopped THEN 'handed back: runner ' || o.runner_id || ' stopped'
                     ELSE 'runner not alive' END, ARRAY[cardinality(m.ids)]),
-    CASE WHEN m.stopped THEN 'handed_back' ELSE 'crashed' END,
-    CASE WHEN m.stopped THEN NULL ELSE %(max_crashes)s::int END, true) AS r
+    CASE WHEN o.stopped THEN 'handed_back' ELSE 'crashed' END,
+    CASE WHEN o.stopped THEN NULL ELSE %(max_crashes)s::int END, true) AS r
+WHERE m.ids IS NOT NULL
 GROUP BY r.status
 
 -- name: job_promote

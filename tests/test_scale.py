@@ -1,0 +1,124 @@
+"""Scale: claims lock only the rows they claim whatever the queues, one maintenance pass per
+interval for the whole cluster, and the sweep for orphaned jobs finds them by runner."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from pgqueue.worker import claimer
+from pgqueue.worker.connections import BorrowedConnection
+from pgqueue.worker.maintenance import Maintenance
+from sqlrunner import claim, maintain, register
+
+
+def seed_queues(admin: psycopg.Connection, schema: str, queues: int, per_queue: int) -> None:
+    admin.execute(f"""INSERT INTO "{schema}".jobs (task, queue, due, priority)
+                      SELECT 't', 'q' || lpad(q::text, 4, '0'), true, (random() * 3)::int
+                      FROM generate_series(1, %s) AS q, generate_series(1, %s) AS n""", (queues, per_queue))
+    admin.execute(f'ANALYZE "{schema}".jobs')
+
+
+@pytest.mark.parametrize("served", [None, 50, 3, 1])
+def test_a_claim_locks_only_the_rows_it_claims(app, admin, database_dsn, served) -> None:
+    """1,000 queues holding 20 jobs each: a runner serving every queue, 50 of them, 3, or one
+    claims 20 jobs and holds no lock on any other row (it once locked 20 per queue)."""
+    schema = app.settings.schema
+    seed_queues(admin, schema, 1000, 20)
+    queues = None if served is None else [f"q{n:04d}" for n in range(1, served + 1)]
+    runner = register(app, admin, concurrency=20)
+    with psycopg.connect(database_dsn) as conn:  # one transaction: the claim's locks stay held
+        request = claimer.Claim.serving(runner, 20, tuple(queues) if queues else None)
+        result = claimer.claim(BorrowedConnection(conn), app.queries, request, app.settings.max_args_bytes)
+        assert len(result.jobs) == 20
+        # Rows this transaction locked without claiming them still look queued to it, with its
+        # own transaction id as their locker (xmax).
+        extra = conn.execute(f"""SELECT count(*) FROM "{schema}".jobs
+                                 WHERE status = 'queued' AND xmax = pg_current_xact_id()::xid""").fetchone()[0]
+        assert extra == 0, f"the claim locked {extra} rows it did not claim"
+        conn.rollback()
+
+
+def test_claims_across_many_queues_keep_claim_order_within_each_queue(app, admin) -> None:
+    schema = app.settings.schema
+    seed_queues(admin, schema, 50, 5)
+    runner = register(app, admin, concurrency=100)
+    queues = tuple(f"q{n:04d}" for n in range(1, 51))
+    remaining = dict(admin.execute(
+        f"""SELECT queue, array_agg(id ORDER BY priority DESC, run_at, id) FROM "{schema}".jobs
+            GROUP BY queue""").fetchall())
+    claimed = 0
+    while True:
+        jobs = claim(app, admin, runner, limit=17, queues=list(queues))
+        if not jobs:
+            break
+        claimed += len(jobs)
+        by_queue: dict[str, set[int]] = {}
+        for job in jobs:
+            by_queue.setdefault(job.queue, set()).add(job.id)
+        for queue, ids in by_queue.items():
+            head = remaining[queue][:len(ids)]
+            assert set(head) == ids, f"queue {queue}: claimed {sorted(ids)}, its next jobs were {head}"
+            remaining[queue] = remaining[queue][len(ids):]
+    assert claimed == 250
+
+
+def test_one_maintenance_pass_per_interval_whatever_the_number_of_runners(app, database_dsn) -> None:
+    """Twenty runners trying at once, all the time: passes stay one per interval."""
+    interval = 0.25
+    stop = threading.Event()
+    won: list[float] = []
+    errors: list[BaseException] = []
+
+    def runner_loop() -> None:
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            passes = Maintenance(queries=app.queries, interval=interval, dead_after=10.0, max_crashes=3,
+                                 process_checks=True, statement_timeout=5.0)
+            while not stop.is_set():
+                try:
+                    result = passes.run_once(BorrowedConnection(conn), None)
+                    if result.elected:
+                        won.append(result.at.timestamp())  # the database's clock
+                except Exception as exc:  # asserted below
+                    errors.append(exc)
+                stop.wait(0.02)
+
+    threads = [threading.Thread(target=runner_loop, daemon=True) for _ in range(20)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    stop.wait(3.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    elapsed = time.monotonic() - started
+    assert not errors, errors[:3]
+    won.sort()
+    gaps = [b - a for a, b in zip(won, won[1:])]
+    assert min(gaps) >= 0.8 * interval * 0.9, f"two passes {min(gaps):.3f} s apart: the election failed"
+    assert len(won) <= elapsed / (0.8 * interval) + 1, f"{len(won)} passes in {elapsed:.1f} s"
+    assert len(won) >= elapsed / interval / 2, f"only {len(won)} passes in {elapsed:.1f} s"
+
+
+def test_the_sweep_finds_orphaned_jobs_by_runner(app, admin) -> None:
+    schema = app.settings.schema
+    task = app.task(name="t")(lambda: None)
+    app.enqueue_many(task, [()] * 30)
+    alive = register(app, admin, concurrency=10)
+    claim(app, admin, alive, limit=10)
+    gone = register(app, admin, concurrency=10)
+    claim(app, admin, gone, limit=10)
+    stopped = register(app, admin, concurrency=10)
+    claim(app, admin, stopped, limit=10)
+    admin.execute(f'DELETE FROM "{schema}".runners WHERE id = %s', (gone,))  # a row deleted by hand
+    admin.execute(f"UPDATE \"{schema}\".runners SET state = 'stopped' WHERE id = %s", (stopped,))
+    admin.execute(f"UPDATE \"{schema}\".maintenance SET last_sweep_at = '-infinity'")
+    result = maintain(app, admin)
+    assert result.swept == 20
+    rows = dict(admin.execute(f"""SELECT kind, count(*) FROM "{schema}".job_events
+                                  WHERE kind IN ('crashed', 'handed_back') GROUP BY kind""").fetchall())
+    assert rows == {"crashed": 10, "handed_back": 10}
+    assert admin.execute(f"""SELECT count(*) FROM "{schema}".jobs WHERE status = 'running'""").fetchone()[0] == 10
