@@ -171,9 +171,10 @@ def start_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> Iterato
 
     started: list[Worker] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, dsn: str | None = None) -> Worker:
+    def start(*args: str, env: dict[str, str] | None = None, dsn: str | None = None,
+              prefix: list[str] | None = None) -> Worker:
         worker = Worker(dsn or database_dsn, schema_name, tmp_path / f"worker-{len(started)}.log",
-                        *args, env=env)
+                        *args, env=env, prefix=prefix)
         started.append(worker)
         return worker
 

@@ -33,7 +33,8 @@ class Worker:
     """A real `pgqueue work` process running tests/workerapp.py."""
 
     def __init__(self, dsn: str, schema: str, log_path: Path, *args: str,
-                 env: dict[str, str] | None = None, app: str = "workerapp:app") -> None:
+                 env: dict[str, str] | None = None, app: str = "workerapp:app",
+                 prefix: list[str] | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.log_path = log_path
@@ -49,7 +50,7 @@ class Worker:
         full_env.update(env or {})
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", "--app", app, "work", *args],
+            [*(prefix or []), sys.executable, "-m", "pgqueue.cli", "--app", app, "work", *args],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
