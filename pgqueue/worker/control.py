@@ -142,13 +142,14 @@ class Control(Service):
                         continue
                     wait = min(next_beat - now, 0.5)
                     if self.listen:
-                        for note in conn.notifies(timeout=wait, stop_after=64):
+                        # One notification at a time, each handled in full: leaving the generator
+                        # early would drop the notifications it had already read.
+                        for note in conn.notifies(timeout=wait, stop_after=1):
                             if note.channel == self.runners_channel:
                                 # A runner died or stopped: the ranks changed; beat to learn ours.
                                 self._beat_now.set()
-                                break
-                            logger.debug("notification: work in queue %r", note.payload)
-                            if self._queues is None or note.payload in self._queues:
+                            elif self._queues is None or note.payload in self._queues:
+                                logger.debug("notification: work in queue %r", note.payload)
                                 self._on_work()
                     else:
                         self._beat_now.wait(wait)
