@@ -28,14 +28,15 @@ def test_sigkill_mid_job_another_worker_finishes(wapp, start_worker, admin) -> N
     schema = wapp.settings.schema
     first = start_worker(*FAST, "--concurrency", "3")
     dead_runner = first.runner_id()
-    jobs = [wapp.tasks["recorded_sleep"].enqueue(1.5) for _ in range(3)]
+    jobs = [wapp.tasks["recorded_sleep"].enqueue(4.0) for _ in range(3)]
     wait_for(lambda: all(j.status() == "running" for j in jobs), message="all jobs running on worker 1")
     second = start_worker(*FAST)
     survivor = second.runner_id()
+    assert all(j.status() == "running" for j in jobs), "the jobs must still run when worker 1 is killed"
     first.signal(signal.SIGKILL)
     assert first.wait(timeout=10) == -signal.SIGKILL
     for job in jobs:
-        assert job.result(timeout=30) == "slept 1.5"
+        assert job.result(timeout=30) == "slept 4.0"
     assert runner_state(admin, schema, dead_runner)[0] == "dead"
     for job in jobs:
         history = events(admin, schema, job.id)
