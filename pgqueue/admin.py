@@ -51,12 +51,50 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
 
 
+# A transaction holding the xmin horizon longer than this is worth a warning.
+HORIZON_WARNING = 60.0
+DEAD_ROWS_WARNING = 100_000
+
+
 def status_report(app: "App", *, recent_seconds: float = 3600.0) -> dict[str, Any]:
     queries = app.queries
+    health = app.database.fetch(queries.admin_health)[0]
     return {
         "queues": app.database.fetch(queries.admin_queue_stats),
         "runners": app.database.fetch(queries.admin_runners, {"recent_seconds": recent_seconds}),
+        "health": health,
+        "warnings": health_warnings(health),
     }
+
+
+def health_warnings(health: dict[str, Any]) -> list[str]:
+    """What an operator should know about the queue's health, in plain sentences."""
+    warnings = []
+    held = health.get("horizon_held_for")
+    if held is not None and held.total_seconds() > HORIZON_WARNING:
+        who = ""
+        if health.get("oldest_transaction_pid"):
+            query = " ".join(str(health.get("oldest_transaction_query") or "").split())[:80]
+            who = (f" (oldest: pid {health['oldest_transaction_pid']}, "
+                   f"{health.get('oldest_transaction_state')}, {query!r})")
+        warnings.append(
+            f"a transaction has held the xmin horizon for {held.total_seconds() / 60:.1f} min{who}: "
+            "dead job rows cannot be cleaned up until it ends, and claims slow down; end it "
+            "(or move long reports to a replica)")
+    if health.get("slots_holding_horizon"):
+        warnings.append(f"{health['slots_holding_horizon']} replication slot(s) hold the xmin horizon: "
+                        "an inactive slot keeps dead job rows forever; drop it if it is unused")
+    if health.get("autovacuum") is False:
+        warnings.append("autovacuum is off on this server: the queue tables' dead rows are never "
+                        "cleaned up by themselves; turn it on, or VACUUM the pgqueue tables regularly")
+    dead = health.get("jobs_dead_rows") or 0
+    if dead > DEAD_ROWS_WARNING and dead > (health.get("jobs_live_rows") or 0):
+        warnings.append(f"the jobs table holds {dead:,} dead rows (more than live ones): vacuum is not "
+                        "keeping up")
+    if health.get("running_on_dead_runners"):
+        warnings.append(f"{health['running_on_dead_runners']} job(s) are running on runners that look "
+                        "dead: the maintenance pass re-queues them (is any worker alive?)")
+    return warnings
 
 
 def list_jobs(app: "App", *, queue: str | None = None, status: str | None = None,

@@ -307,6 +307,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
          for r in report["runners"]],
         ["id", "host", "pid", "state", "alive", "queues", "running", "heartbeat", "reason"],
         empty="(no runners)"))
+    for warning in report["warnings"]:
+        click.echo(f"\nWarning: {warning}")
 
 
 @command()

@@ -341,3 +341,17 @@ def test_queue_stats_does_not_scan_the_jobs_table(app, admin) -> None:
     admin.execute(f'ANALYZE "{schema}".jobs')
     plan = "\n".join(r[0] for r in admin.execute(f'EXPLAIN SELECT * FROM "{schema}".queue_stats').fetchall())
     assert "Seq Scan on jobs" not in plan, plan
+
+
+def test_status_warns_while_a_transaction_holds_the_horizon(app, database_dsn, monkeypatch) -> None:
+    monkeypatch.setattr(admin_ops, "HORIZON_WARNING", 1.0)
+    with psycopg.connect(database_dsn) as reporting:  # a long report on the primary
+        reporting.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reporting.execute(f'SELECT count(*) FROM "{app.settings.schema}".jobs').fetchone()
+        started = time.monotonic()
+        wait_for(lambda: time.monotonic() - started > 1.5, message="the transaction to be old")
+        report = admin_ops.status_report(app)
+        reporting.rollback()
+    held = [w for w in report["warnings"] if "held the xmin horizon" in w]
+    assert held and "dead job rows cannot be cleaned up" in held[0], report["warnings"]
+    assert report["health"]["oldest_transaction_age"].total_seconds() > 1.0

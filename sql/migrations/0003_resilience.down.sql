@@ -1,4 +1,5 @@
 -- Reverts 0003_resilience: drops what it added and restores the 0001/0002 definitions it replaced.
+DROP VIEW IF EXISTS /* schema */health;
 DROP VIEW IF EXISTS /* schema */queue_stats;
 DROP VIEW IF EXISTS /* schema */runner_health;
 DROP FUNCTION IF EXISTS /* schema */requeue_attempts(bigint[], bigint[], integer[], text[], text, integer, boolean);

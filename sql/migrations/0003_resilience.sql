@@ -387,3 +387,47 @@ FROM /* schema */runners AS r;
 
 COMMENT ON VIEW /* schema */runner_health IS
     'One row per runner (worker process start): alive is true while it runs and its last heartbeat is younger than its dead_after; running_jobs counts the jobs it holds; session_alive says whether its liveness lock is held (NULL when it runs behind a pooler, where only the lease counts).';
+
+-- health: one row about the queue's own health, for `pgqueue status`, dashboards and alerts.
+-- The xmin horizon is what decides whether dead job rows can be cleaned up: while a transaction
+-- (or a replication slot, or a prepared transaction) holds it, every claimed job leaves a dead
+-- entry where claims start scanning, and claims slow down until it ends.
+CREATE VIEW /* schema */health AS
+SELECT current_setting('autovacuum')::boolean AS autovacuum,
+       jt.n_live_tup AS jobs_live_rows,
+       jt.n_dead_tup AS jobs_dead_rows,
+       greatest(jt.last_autovacuum, jt.last_vacuum) AS jobs_last_vacuum,
+       et.n_live_tup AS events_live_rows,
+       et.n_dead_tup AS events_dead_rows,
+       x.age AS oldest_transaction_age,
+       x.pid AS oldest_transaction_pid,
+       x.state AS oldest_transaction_state,
+       x.query AS oldest_transaction_query,
+       (SELECT max(age) FROM (
+            SELECT now() - a.xact_start AS age FROM pg_catalog.pg_stat_activity AS a
+            WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()
+            UNION ALL
+            SELECT now() - p.prepared FROM pg_catalog.pg_prepared_xacts AS p) AS h) AS horizon_held_for,
+       (SELECT count(*) FROM pg_catalog.pg_replication_slots AS s
+        WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL) AS slots_holding_horizon,
+       (SELECT now() - min(j.run_at) FROM /* schema */jobs AS j
+        WHERE j.status = 'queued' AND j.due) AS oldest_queued_age,
+       (SELECT count(*) FROM /* schema */jobs AS j
+        JOIN /* schema */runners AS r ON r.id = j.runner_id
+        WHERE j.status = 'running'
+          AND (r.state <> 'running' OR now() - r.heartbeat_at > make_interval(secs => r.dead_after)))
+           AS running_on_dead_runners
+FROM (SELECT 1) AS one
+LEFT JOIN pg_catalog.pg_stat_user_tables AS jt
+       ON jt.relid = '/* schema */jobs'::regclass
+LEFT JOIN pg_catalog.pg_stat_user_tables AS et
+       ON et.relid = '/* schema */job_events'::regclass
+LEFT JOIN LATERAL (
+    SELECT now() - a.xact_start AS age, a.pid, a.state, left(a.query, 200) AS query
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.xact_start IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()
+    ORDER BY a.xact_start
+    LIMIT 1) AS x ON true;
+
+COMMENT ON VIEW /* schema */health IS
+    'The queue''s own health in one row: autovacuum, dead rows of jobs and job_events, the oldest open transaction and how long the xmin horizon has been held (dead rows cannot be cleaned up meanwhile, and claims slow down), the oldest runnable job, and jobs still running on runners that look dead.';

@@ -4,6 +4,10 @@
 -- Per-queue counts, lag and last-minute throughput (the queue_stats view).
 SELECT * FROM /* schema */queue_stats ORDER BY queue
 
+-- name: admin_health
+-- The health view's one row.
+SELECT * FROM /* schema */health
+
 -- name: admin_runners
 -- Runners that run now, or stopped or died within `recent_seconds` (the runner_health view).
 SELECT * FROM /* schema */runner_health
