@@ -48,6 +48,8 @@ from .lease import Lease
 logger = logging.getLogger(__name__)
 
 Key = tuple[int, int]
+# An idle runner reads what the database says it runs every this many beats (else at each).
+IDLE_LOOK_EVERY = 15
 
 
 class Control(Service):
@@ -59,6 +61,7 @@ class Control(Service):
                  on_work: Callable[[], None],
                  on_cancel_requested: Callable[[list[int]], None],
                  known_attempts: Callable[[], set[Key] | None],
+                 may_hold_unknown: Callable[[], bool] = lambda: True,
                  claims_done: Callable[[], int],
                  on_maintenance_hint: Callable[[int, float | None], None],
                  release: Callable[[int, list[Key]], None],
@@ -77,6 +80,7 @@ class Control(Service):
         self._on_work = on_work
         self._on_cancel_requested = on_cancel_requested
         self._known_attempts = known_attempts
+        self._may_hold_unknown = may_hold_unknown
         self._claims_done = claims_done
         self._on_maintenance_hint = on_maintenance_hint
         self._release = release
@@ -88,6 +92,7 @@ class Control(Service):
         # key -> (beats seen, claims completed when first seen).
         self._unknown: dict[Key, tuple[int, int]] = {}
         self._unknown_for: int | None = None
+        self._beats_since_look = IDLE_LOOK_EVERY
 
     # ------------------------------------------------------------ connection
 
@@ -212,11 +217,21 @@ class Control(Service):
     # ----------------------------------------------------------- reconciling
 
     def _reconcile(self, runner_id: int) -> None:
+        self._beats_since_look += 1
+        if not self._unknown and not self._may_hold_unknown() and self._beats_since_look < IDLE_LOOK_EVERY:
+            # Nothing runs here and no claim was left in doubt: only a row changed by hand could
+            # assign this runner an attempt it does not know; an idle runner looks now and then.
+            return
+        self._beats_since_look = 0
         conn = self._conn.get()
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)",
-                         (str(max(int(self.interval * 250), 100)),))
+        if conn is not None and self._conn.direct:
+            # The session's lock_timeout bounds the wait behind a lock on jobs.
             rows = self._conn.run(self._queries.raw("runner_attempts"), {"runner_id": runner_id})
+        else:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                             (str(max(int(self.interval * 250), 100)),))
+                rows = self._conn.run(self._queries.raw("runner_attempts"), {"runner_id": runner_id})
         cancel = [r[0] for r in rows if r[2]]
         if cancel:
             self._on_cancel_requested(cancel)

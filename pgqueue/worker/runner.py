@@ -112,6 +112,7 @@ class Runner:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._claim_in_flight = False
+        self._claim_in_doubt = True  # look once at start
         self._notified = True  # claim once at start
         self._backlog = False
         self._next_poll = 0.0
@@ -144,7 +145,8 @@ class Runner:
             listen=settings.listen, queues=self.queues, outage=self._outage,
             use_liveness=lambda: settings.instant_recovery,
             on_work=self.notify_work, on_cancel_requested=self.slots.request_cancel,
-            known_attempts=self._known_attempts, claims_done=lambda: self.stats.claims,
+            known_attempts=self._known_attempts, may_hold_unknown=self._may_hold_unknown,
+            claims_done=lambda: self.stats.claims,
             on_maintenance_hint=self._maintenance_hint, release=self._release_later,
             emit=app.hooks.emit,
         )
@@ -373,6 +375,7 @@ class Runner:
             self._claim_in_flight = False
             with self._lock:
                 self._notified = True
+                self._claim_in_doubt = True  # it may have committed, its reply lost
             self._failed_round_trip(exc)
             return
         self._claim_in_flight = False
@@ -466,6 +469,14 @@ class Runner:
             self.stats.passes += 1
 
     # --------------------------------------------------------- reconciling
+
+    def _may_hold_unknown(self) -> bool:
+        """Whether the database may assign this runner attempts it does not know (or runs
+        something whose cancellation may be asked for): it runs anything, or a claim's reply
+        may have been lost since the last look."""
+        with self._lock:
+            doubt, self._claim_in_doubt = self._claim_in_doubt, False
+        return doubt or self.slots.busy() > 0 or self._claim_in_flight
 
     def _known_attempts(self) -> set[tuple[int, int]] | None:
         """What this runner runs or has outcomes for; None while a claim is in flight."""
