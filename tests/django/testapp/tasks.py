@@ -115,3 +115,12 @@ dj_crash_once = dj_crash_once.using_pgqueue(max_attempts=5)
 def dj_sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def queries_logged() -> int:
+    """How many queries Django's query log holds on this worker thread (DEBUG=True)."""
+    from django.db import connection
+
+    Note.objects.count()
+    return len(connection.queries)

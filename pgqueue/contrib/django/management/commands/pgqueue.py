@@ -55,10 +55,25 @@ class Command(BaseCommand):
         commands.add_parser("healthcheck", help="Check the database, migrations, schema and the "
                                                 "worker's connection; exit 1 if one fails.")
         for name in PASSTHROUGH:
-            sub = commands.add_parser(name, add_help=False,
-                                      help=f"`pgqueue {name}` on this project's queue "
-                                           f"(manage.py pgqueue {name} --help).")
-            sub.add_argument("rest", nargs=argparse.REMAINDER)
+            commands.add_parser(name, add_help=False,
+                                help=f"`pgqueue {name}` on this project's queue "
+                                     f"(manage.py pgqueue {name} --help).")
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse = parser.parse_args
+
+        def parse_args(args: Any = None, namespace: Any = None) -> Any:
+            # The CLI's own commands take the CLI's options, parsed by the CLI itself.
+            args = list(sys.argv[2:] if args is None else args)
+            if args and args[0] in PASSTHROUGH:
+                options = parse([args[0]], namespace)
+                options.rest = _without_django_options(args[1:])
+                return options
+            return parse(args, namespace)
+
+        parser.parse_args = parse_args
+        return parser
 
     def handle(self, *args: Any, **options: Any) -> None:
         subcommand = options["subcommand"]
@@ -148,6 +163,20 @@ class Command(BaseCommand):
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except click.exceptions.Abort:
             raise CommandError("aborted") from None
+
+
+def _without_django_options(args: list[str]) -> list[str]:
+    """The CLI's arguments, without ``--settings``/``--pythonpath`` (manage.py took them)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--settings", "--pythonpath"):
+            skip = True
+        elif not arg.startswith(("--settings=", "--pythonpath=")):
+            kept.append(arg)
+    return kept
 
 
 def _setup_logging(level: str) -> None:
