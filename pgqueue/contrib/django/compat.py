@@ -17,10 +17,9 @@ try:
     SOURCE = "django.tasks"
 except ImportError:  # Django 5.2: the backport
     try:
-        from django_tasks import (Task, TaskContext, TaskResult, TaskResultStatus, task,
-                                  task_backends)
+        from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import TaskError
+        from django_tasks.base import Task, TaskError
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
         from django_tasks.exceptions import TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
@@ -36,7 +35,7 @@ except ImportError:  # Django 5.2: the backport
 TASK_CLASSES: tuple[type, ...] = (Task,)
 if SOURCE == "django.tasks":
     try:
-        from django_tasks import Task as _BackportTask
+        from django_tasks.base import Task as _BackportTask
 
         TASK_CLASSES = (Task, _BackportTask)
     except ImportError:
