@@ -150,3 +150,25 @@ def test_backend_checks() -> None:
         finally:
             connections._settings = None
             connections.__dict__.pop("settings", None)
+
+
+def test_pgqueue_options_in_the_decorator_where_django_passes_them_on() -> None:
+    """Django 6.1 and the backport pass @task(**kwargs) to the backend's task class; 6.0 does
+    not (there, `task = task.using_pgqueue(...)` at module level does the same)."""
+    import inspect
+
+    from pgqueue.contrib.django.compat import task as decorator
+
+    def module_level(x: int) -> int:
+        return x
+
+    module_level.__module__ = "testapp.tasks"
+    module_level.__qualname__ = "module_level"
+    if "kwargs" not in inspect.signature(decorator).parameters:
+        with pytest.raises(TypeError):
+            decorator(max_attempts=4)(module_level)
+        return
+    made = decorator(max_attempts=4, timeout=30)(module_level)
+    assert (made.max_attempts, made.timeout) == (4, 30)
+    with pytest.raises(InvalidTask, match="max_attempts"):
+        decorator(max_attempts=0)(module_level)
