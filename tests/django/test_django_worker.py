@@ -147,6 +147,7 @@ def test_worker_sigkilled_mid_task_is_finished_by_another(start_worker, dsn) -> 
 
     assert result.errors[0].exception_class is RunnerDied
     # started twice (once per attempt), finished once (the dead worker never finished).
+    wait_for(lambda: len(signals_of(int(result.id))) >= 4, message="task_finished")
     whats = [w for w, _, _ in signals_of(int(result.id))]
     assert whats == ["task_enqueued", "task_started", "task_started", "task_finished"]
 
