@@ -188,6 +188,7 @@ def test_debug_true_keeps_the_query_log_empty_and_memory_flat(start_worker, dsn)
     jobs = app.enqueue_many(tasks.count_notes, [("n",)] * 1500)
     wait_for(lambda: jobs[-1].status() == "succeeded", timeout=120, message="1500 tasks")
     after = worker.rss_kib()
+    print(f"worker RSS {before} KiB after 300 tasks, {after} KiB after 1800 (DEBUG=True)")
     logged = app.job(tasks.queries_logged.enqueue().id).result(timeout=30)
     assert logged <= 1, f"{logged} queries in the log of a worker thread: reset_queries() missing"
     assert after - before < 8 * 1024, f"RSS grew from {before} KiB to {after} KiB over 1500 tasks"

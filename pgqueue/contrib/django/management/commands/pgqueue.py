@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -99,7 +100,7 @@ class Command(BaseCommand):
             _setup_logging(app.settings.log_level)
             description = app.database_description
         except errors.PgQueueError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(_in_django_words(str(exc))) from None
         self.stderr.write(f"pgqueue: database {description}, schema {app.settings.schema!r}")
         if app.settings.processes > 1:
             code = self._supervise(app, options)
@@ -160,7 +161,8 @@ class Command(BaseCommand):
             if exc.exit_code:
                 raise CommandError(f"exit status {exc.exit_code}", returncode=exc.exit_code) from None
         except click.ClickException as exc:
-            raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
+            raise CommandError(_in_django_words(exc.format_message()),
+                               returncode=exc.exit_code) from None
         except click.exceptions.Abort:
             raise CommandError("aborted") from None
 
@@ -198,9 +200,12 @@ def _setup_logging(level: str) -> None:
 
 
 def _in_django_words(message: str) -> str:
-    return message.replace("`pgqueue migrate`", "`manage.py migrate`").replace(
-        "pgqueue --schema", "manage.py migrate (schema").replace(
-        "(or App.migrate())", "")
+    """A core message, for a Django project (its schema comes from `manage.py migrate`, its
+    DSN from DATABASES)."""
+    for core, django in ((" (or App.migrate())", ""), ("`pgqueue migrate`", "`manage.py migrate`"),
+                         ("in the DSN", "in settings.DATABASES"), ("to the DSN", "to settings.DATABASES")):
+        message = message.replace(core, django)
+    return re.sub(r"`pgqueue --schema \w+ migrate`", "`manage.py migrate`", message)
 
 
 def health(command: Any) -> list[tuple[bool, str]]:
