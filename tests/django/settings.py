@@ -30,6 +30,7 @@ _db = {
     "PORT": _dsn.get("port", ""),
     "ATOMIC_REQUESTS": os.environ.get("PGQ_DJANGO_ATOMIC_REQUESTS", "") == "1",
     "CONN_MAX_AGE": int(os.environ.get("PGQ_DJANGO_CONN_MAX_AGE", "0")),
+    "CONN_HEALTH_CHECKS": os.environ.get("PGQ_DJANGO_CONN_MAX_AGE", "0") != "0",
 }
 _db["TEST"] = {"NAME": _db["NAME"]}  # the session creates and drops it
 DATABASES = {"default": _db}

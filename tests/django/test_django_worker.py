@@ -192,3 +192,18 @@ def test_debug_true_keeps_the_query_log_empty_and_memory_flat(start_worker, dsn)
     logged = app.job(tasks.queries_logged.enqueue().id).result(timeout=30)
     assert logged <= 1, f"{logged} queries in the log of a worker thread: reset_queries() missing"
     assert after - before < 8 * 1024, f"RSS grew from {before} KiB to {after} KiB over 1500 tasks"
+
+
+def test_persistent_connection_killed_while_idle_is_replaced(start_worker, pg) -> None:
+    """CONN_MAX_AGE > 0 (with CONN_HEALTH_CHECKS): the server ends the worker's idle Django
+    connection; the next task gets a fresh one instead of failing."""
+    from pgqueue.contrib.django import app
+
+    start_worker("--concurrency", "1", env={"PGQ_DJANGO_CONN_MAX_AGE": "600"})
+    assert app.job(tasks.count_notes.enqueue("x").id).result(timeout=30) == 0
+    killed = pg.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE query LIKE '%%testapp_note%%' AND pid <> pg_backend_pid()").fetchone()
+    assert killed == (1,)
+    job = tasks.count_notes.enqueue("x")
+    assert app.job(job.id).result(timeout=30) == 0
+    assert app.job(job.id).info()["attempts"] == 1
