@@ -252,7 +252,10 @@ def test_admin_lists_filters_and_shows_a_job(admin_client, pg) -> None:
     detail = admin_client.get(f"/admin/pgqueue/job/{job.id}/change/").content.decode()
     assert "ValueError: boom" in detail and "Traceback: &lt;here&gt;" in detail and "<pre" in detail
     assert "enqueued" in detail  # the history, inline
-    assert admin_client.get("/admin/pgqueue/runner/").status_code == 200
+    pg.execute("INSERT INTO pgqueue.runners (host, pid, concurrency, version, heartbeat_at) "
+               "VALUES ('web-1', 4242, 8, 'x', now() - interval '90 seconds')")
+    runners = admin_client.get("/admin/pgqueue/runner/").content.decode()
+    assert "web-1" in runners and "Heartbeat age" in runners and ">90." in runners
     assert admin_client.get("/admin/pgqueue/jobevent/").status_code == 200
     with pytest.raises(TypeError, match="read-only"):
         Job.objects.filter(id=job.id).update(status="queued")

@@ -172,3 +172,12 @@ def test_pgqueue_options_in_the_decorator_where_django_passes_them_on() -> None:
     assert (made.max_attempts, made.timeout) == (4, 30)
     with pytest.raises(InvalidTask, match="max_attempts"):
         decorator(max_attempts=0)(module_level)
+
+
+def test_check_reports_psycopg3_missing_for_the_worker(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
+    messages = task_backends["default"].check()
+    assert [m.id for m in messages] == ["pgqueue.tasks.E003"]
+    assert "psycopg[binary]" in messages[0].hint

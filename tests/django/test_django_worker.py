@@ -207,3 +207,15 @@ def test_persistent_connection_killed_while_idle_is_replaced(start_worker, pg) -
     job = tasks.count_notes.enqueue("x")
     assert app.job(job.id).result(timeout=30) == 0
     assert app.job(job.id).info()["attempts"] == 1
+
+
+def test_processes_runs_supervised_workers(start_worker, pg) -> None:
+    from pgqueue.contrib.django import app
+
+    supervisor = start_worker("--processes", "2", "--concurrency", "2")
+    wait_for(lambda: pg.execute("SELECT count(*) FROM pgqueue.runners WHERE state = 'running'")
+             .fetchone()[0] == 2, message="two worker processes", timeout=60)
+    jobs = app.enqueue_many(tasks.add, [(i, i) for i in range(20)])
+    assert [j.result(timeout=30) for j in jobs] == [2 * i for i in range(20)]
+    assert supervisor.terminate() == 0
+    assert pg.execute("SELECT array_agg(DISTINCT state) FROM pgqueue.runners").fetchone() == (["stopped"],)

@@ -119,7 +119,10 @@ class Command(BaseCommand):
 
         from pgqueue.worker.supervisor import Supervisor
 
-        child = [sys.executable, sys.argv[0], "pgqueue", "work", "--processes", "1"]
+        # The way this process was started: `manage.py ...`, or `python -m django ...`.
+        main = sys.argv[0]
+        start = ["-m", "django"] if main.endswith("__main__.py") else [main]
+        child = [sys.executable, *start, "pgqueue", "work", "--processes", "1"]
         for flag, name in (("--queues", "queues"), ("--concurrency", "concurrency"),
                            ("--poll-interval", "poll_interval"),
                            ("--shutdown-timeout", "shutdown_timeout"),
