@@ -71,7 +71,9 @@ class JobEnd:
 class WorkerEvent:
     """Something a worker did: ``claim`` (jobs, seconds), ``heartbeat`` (ok), ``runner_dead``
     (runner_id, reason, silent_for), ``jobs_recovered`` (requeued, failed), ``maintenance``
-    (seconds), ``lease`` (state)."""
+    (seconds), ``lease`` (state), ``outcomes_written`` (written: (job id, attempt, status)
+    triples, fenced_out: (job id, attempt) pairs; sent on the completer thread once the
+    outcomes are committed, so a listener must be quick)."""
 
     name: str
     fields: dict[str, Any]

@@ -32,6 +32,17 @@ import pgqueue
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+
+def _has_django() -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec("django")  # tests/django alone would be a namespace package
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
+# tests/django needs Django (Python >= 3.12): `pytest tests/django`, or .ci/django.sh.
+collect_ignore = [] if _has_django() else ["django"]
+
 HOW_TO_PROVIDE = (
     "pgqueue's tests need PostgreSQL and none could be had: set PGQUEUE_TEST_DSN to a server "
     "(e.g. postgresql://postgres@127.0.0.1:5432/postgres), start Docker for testcontainers, or "

@@ -444,6 +444,12 @@ class Runner:
                 stats.failed += 1
             else:
                 stats.cancelled += 1
+        if self.app.hooks.worker_listeners and (result.written or result.fenced_out):
+            # After the commit: a listener may tell others the outcome is there to be read.
+            self.app.hooks.emit(
+                "outcomes_written",
+                written=[(o.job_id, o.attempt, o.status) for o in result.written],
+                fenced_out=[(o.job_id, o.attempt) for o in result.fenced_out])
         self._wake.set()
 
     # ----------------------------------------------------------- maintenance

@@ -1,0 +1,5 @@
+"""Framework integrations, thin layers over the core: ``pgqueue.contrib.django``.
+
+Each one is an optional extra (``pip install "pgqueue[django]"``); importing ``pgqueue``
+never imports a framework.
+"""
