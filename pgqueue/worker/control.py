@@ -224,7 +224,7 @@ class Control(Service):
             return
         self._beats_since_look = 0
         conn = self._conn.get()
-        if conn is not None and self._conn.direct:
+        if self._conn.direct and self._conn.lock_timeout:
             # The session's lock_timeout bounds the wait behind a lock on jobs.
             rows = self._conn.run(self._queries.raw("runner_attempts"), {"runner_id": runner_id})
         else:

@@ -583,6 +583,9 @@ class Runner:
         self._drain_deadline = time.monotonic() + self.settings.shutdown_timeout
 
     def _drained(self) -> bool:
+        if self._drain_deadline is None:
+            # The stop was asked for during this pass of the loop: the drain starts now.
+            self._begin_drain()
         if self.slots.busy() == 0 and self.outbox.backlog == 0:
             return True
         # Out of time (or told twice): what still runs is handed back, and what waits to be
