@@ -87,7 +87,7 @@ class Dashboard:
                              statement_timeout=statement_timeout,
                              connect_timeout=app.settings.connect_timeout)
         self.cache = Cache(cache_seconds)
-        self._metrics_cache = Cache(10.0)
+        self._collector: Any = None
         self.nav: list[NavEntry] = []
         self.routes: list[Route] = []
         self._env = jinja2.Environment(
@@ -271,11 +271,15 @@ class Dashboard:
 
     def _metrics(self, request: Request) -> Response:
         try:
-            from ..metrics.cluster import exposition
+            import prometheus_client  # noqa: F401
+
+            from ..metrics.cluster import ClusterCollector, exposition
         except ImportError:
             raise HTTPError(501, "the /metrics endpoint needs prometheus-client: "
                                  "pip install 'pgqueue[metrics]'") from None
-        data, content_type = self._metrics_cache.get("metrics", lambda: exposition(self.reader))
+        if self._collector is None:
+            self._collector = ClusterCollector(self.reader)
+        data, content_type = exposition(self._collector)
         return Response(data, 200, content_type)
 
     # ------------------------------------------------------------ actions
