@@ -135,9 +135,13 @@ WITH RECURSIVE tq AS (
     SELECT t.minute, t.succeeded, t.failed, t.retried, t.cancelled, t.crashed, t.run_seconds
     FROM tq
     CROSS JOIN LATERAL (
+        -- ORDER BY and LIMIT keep this a range scan of the primary key per queue (the planner
+        -- cannot tell how much of the table a window relative to now() selects).
         SELECT * FROM /* schema */throughput AS t
         WHERE t.queue = tq.queue
           AND t.minute >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1)
+        ORDER BY t.queue, t.minute DESC
+        LIMIT 1000000
     ) AS t
     WHERE tq.queue IS NOT NULL AND (%(queue)s::text IS NULL OR tq.queue = %(queue)s::text)
 )
@@ -626,15 +630,16 @@ WITH candidates AS MATERIALIZED (
     WHERE c.key IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM /* schema */jobs AS k WHERE k.key = c.key AND k.status IN ('queued', 'running'))
 ), retried AS (
+    -- = ANY (ARRAY(...)): primary-key probes, whatever the planner guesses of the CTE's size.
     UPDATE /* schema */jobs AS j
     SET status = 'queued', run_at = now(), due = true, finished_at = NULL, failures = 0,
         crashes = 0, result = NULL, cancel_requested = false
-    FROM target AS t
-    WHERE j.id = t.id AND j.status = t.status
-    RETURNING j.id, j.attempts, j.queue, t.status AS from_status
+    WHERE j.id = ANY (ARRAY(SELECT t.id FROM target AS t)) AND j.status IN ('failed', 'cancelled')
+    RETURNING j.id, j.attempts, j.queue
 ), events AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, kind, reason)
-    SELECT r.id, r.from_status, 'queued', r.attempts, 'retried', %(reason)s::text FROM retried AS r
+    SELECT r.id, c.status, 'queued', r.attempts, 'retried', %(reason)s::text
+    FROM retried AS r JOIN candidates AS c ON c.id = r.id
 ), woken AS (
     SELECT count(*) AS n FROM (
         SELECT /* schema */wake(array_agg(DISTINCT r.queue)) FROM retried AS r HAVING count(*) > 0
@@ -679,11 +684,12 @@ WITH doomed AS MATERIALIZED (
     ORDER BY j.id
     FOR UPDATE
 ), history_gone AS (
-    DELETE FROM /* schema */job_events AS e USING doomed AS d WHERE e.job_id = d.id
+    DELETE FROM /* schema */job_events AS e WHERE e.job_id = ANY (ARRAY(SELECT d.id FROM doomed AS d))
 ), jobs_gone AS (
-    DELETE FROM /* schema */jobs AS j USING doomed AS d
-    WHERE j.id = d.id AND j.status = d.status
-    RETURNING j.id, d.status, d.attempts
+    DELETE FROM /* schema */jobs AS j
+    WHERE j.id = ANY (ARRAY(SELECT d.id FROM doomed AS d))
+      AND j.status IN ('succeeded', 'failed', 'cancelled')
+    RETURNING j.id, j.status, j.attempts
 ), tombstones AS (
     INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, kind, reason)
     SELECT g.id, g.status, 'deleted', g.attempts, 'deleted', %(reason)s::text FROM jobs_gone AS g
