@@ -145,3 +145,32 @@ def add_job(conn: psycopg.Connection, schema: str, *, task: str = "add", queue: 
             (job_id, ago if kind == "enqueued" else ago / 2 if kind == "claimed" else 0.0, before, after,
              attempt, runner, kind, reason, err))
     return job_id
+
+
+ERROR = {"type": "ValueError", "message": "bad input 42",
+         "traceback": 'Traceback (most recent call last):\n  File "tasks.py", line 3, in fail\n'
+                      '    raise ValueError("bad input 42")\nValueError: bad input 42\n'}
+
+
+def seed_world(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
+    """Runners alive, dead and stopped, and jobs in every state (by hand: no worker needed)."""
+    alive = add_runner(conn, schema, host="host-b", pid=2002)
+    dead = add_runner(conn, schema, state="dead", heartbeat_ago=30, stopped_ago=20, host="host-a", pid=1001,
+                      reason="process gone (no session of it is left; last heartbeat 0.6 s ago)",
+                      lost_reason="process gone")
+    stopped = add_runner(conn, schema, state="stopped", stopped_ago=100, started_ago=500, host="host-c",
+                         pid=3003, reason="stopped")
+    jobs = {
+        "queued": add_job(conn, schema, status="queued", args=[1, 2]),
+        "urgent": add_job(conn, schema, status="queued", args=[3, 4], priority=10),
+        "scheduled": add_job(conn, schema, status="queued", run_in=3600, queue="mail", task="send"),
+        "running": add_job(conn, schema, status="running", runner_id=alive, task="sleep", args=[30]),
+        "orphan": add_job(conn, schema, status="running", runner_id=dead, task="sleep", args=[60]),
+        "succeeded": add_job(conn, schema, status="succeeded", runner_id=alive, result=3),
+        "failed": add_job(conn, schema, status="failed", runner_id=alive, task="fail", args=["x"], error=ERROR),
+        "cancelled": add_job(conn, schema, status="cancelled", runner_id=None, task="sleep", args=[5]),
+    }
+    conn.execute(f'INSERT INTO "{schema}".throughput (queue, minute, runner_id, succeeded, failed, retried) '
+                 "VALUES ('default', date_trunc('minute', now()), %s, 7, 2, 1), "
+                 "('default', date_trunc('minute', now()) - interval '5 minutes', %s, 12, 0, 3)", (alive, alive))
+    return {"alive": alive, "dead": dead, "stopped": stopped, "jobs": jobs, "schema": schema}

@@ -17,13 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard_support import add_job, add_runner, call, fetch, free_port, serving
+from dashboard_support import add_job, call, fetch, free_port, seed_world
 from helpers import wait_for
 from pgqueue.dashboard import make_app, views
 
 ROOT = Path(__file__).resolve().parent.parent
-ERROR = {"type": "ValueError", "message": "bad input 42",
-         "traceback": 'Traceback (most recent call last):\n  File "tasks.py", line 3\nValueError: bad input 42\n'}
 
 
 @pytest.fixture
@@ -42,27 +40,7 @@ def dashboards(app):
 
 @pytest.fixture
 def world(app, admin):
-    """Runners alive, dead and stopped, and jobs in every state."""
-    s = app.settings.schema
-    alive = add_runner(admin, s, host="host-b", pid=2002)
-    dead = add_runner(admin, s, state="dead", heartbeat_ago=30, stopped_ago=20, host="host-a", pid=1001,
-                      reason="process gone (no session of it is left; last heartbeat 0.6 s ago)",
-                      lost_reason="process gone")
-    stopped = add_runner(admin, s, state="stopped", stopped_ago=100, started_ago=500, host="host-c", pid=3003,
-                         reason="stopped")
-    jobs = {
-        "queued": add_job(admin, s, status="queued", args=[1, 2]),
-        "urgent": add_job(admin, s, status="queued", args=[3, 4], priority=10),
-        "scheduled": add_job(admin, s, status="queued", run_in=3600, queue="mail", task="send"),
-        "running": add_job(admin, s, status="running", runner_id=alive, task="sleep", args=[30]),
-        "orphan": add_job(admin, s, status="running", runner_id=dead, task="sleep", args=[60]),
-        "succeeded": add_job(admin, s, status="succeeded", runner_id=alive, result=3),
-        "failed": add_job(admin, s, status="failed", runner_id=alive, task="fail", args=["x"], error=ERROR),
-        "cancelled": add_job(admin, s, status="cancelled", runner_id=None, task="sleep", args=[5]),
-    }
-    admin.execute(f'INSERT INTO "{s}".throughput (queue, minute, runner_id, succeeded, failed, retried) '
-                  "VALUES ('default', date_trunc('minute', now()), %s, 7, 2, 1)", (alive,))
-    return {"alive": alive, "dead": dead, "stopped": stopped, "jobs": jobs, "schema": s}
+    return seed_world(admin, app.settings.schema)
 
 
 def rows_of(page: str, attribute: str) -> list[str]:
@@ -80,7 +58,7 @@ def test_overview_counts_queues_and_runners_and_flags_jobs_on_dead_runners(world
     cells = re.findall(r"<td[^>]*>(.*?)</td>", default_row, flags=re.S)
     numbers = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
     assert numbers[1] == "2" and numbers[4] == "2"  # ready, running
-    assert numbers[5] == "7" and numbers[6] == "2"  # succeeded and failed in the last hour (rollup)
+    assert numbers[5] == "19" and numbers[6] == "2"  # succeeded and failed in the last hour (rollup)
     assert 'data-runners-alive="1"' in text
     assert "1 dead" in text and "1 stopped" in text
     assert 'data-banner="orphans"' in text and f"runner {world['dead']}" in text

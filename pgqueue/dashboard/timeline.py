@@ -168,7 +168,9 @@ def _ticks(scale: Scale) -> list[Tick]:
     while moment <= scale.until.timestamp():
         when = dt.datetime.fromtimestamp(moment, dt.timezone.utc)
         label = when.strftime("%H:%M:%S" if show_seconds else "%H:%M")
-        ticks.append(Tick(scale.x(when), label))
+        x = scale.x(when)
+        # A label too close to an edge would be cut off: keep the line, drop the text.
+        ticks.append(Tick(x, label if LABEL_WIDTH + 20 <= x <= PLOT_RIGHT - 20 else ""))
         moment += step
     return ticks
 

@@ -130,9 +130,9 @@ def chart(rows: list[dict[str, Any]], *, width: float = 600.0, height: float = 1
             bars.append(ChartBar(index * step + 0.5, y, h, kind, f"{minute} UTC: {value:,} {kind}"))
     labels = []
     if rows:
-        for index in (0, len(rows) // 2, len(rows) - 1):
-            labels.append((index * step + step / 2,
-                           rows[index]["minute"].astimezone(dt.timezone.utc).strftime("%H:%M")))
+        for index, anchor in ((0, "start"), (len(rows) // 2, "middle"), (len(rows) - 1, "end")):
+            x = {"start": index * step, "middle": index * step + step / 2, "end": (index + 1) * step}[anchor]
+            labels.append((x, anchor, rows[index]["minute"].astimezone(dt.timezone.utc).strftime("%H:%M")))
     total = {k: sum(r[k] for r in rows) for k in kinds}
     return {"bars": bars, "width": width, "height": height, "step": max(step - 1, 1.0),
             "peak": peak, "labels": labels, "total": total}
@@ -463,7 +463,7 @@ def timeline(page: Page) -> dict[str, Any]:
         "now": {"window": window_text, "queue": queue, "task": task},
     }
     return {"picture": picture, "attempts": attempts, "lanes": lanes, "since": since, "until": until,
-            "window_text": window_text, "windows": WINDOW_CHOICES, "queue": queue, "task": task,
+            "window_text": None if since_text else window_text, "windows": WINDOW_CHOICES, "queue": queue, "task": task,
             "truncated": len(attempts.rows) >= TIMELINE_BARS or events_read >= TIMELINE_EVENTS,
             "lanes_truncated": len(lanes.rows) >= TIMELINE_LANES, "moves": moves,
             "following": until_text is None, "outcomes": timeline_layout.OUTCOME_LABELS,

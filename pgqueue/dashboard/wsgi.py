@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from .. import errors
 from ..version import __version__
 from . import actions as action_module
+from . import draw
 from . import format as fmt
 from . import views
 from .reader import Cache, Reader
@@ -209,7 +210,7 @@ class Dashboard:
             page_name=page_name, refresh=refresh, title=self.title, version=__version__,
             actions_on=self.actions, may=lambda action: self.may(request, action),
             request=request, here=request.full_path, notice=notice, schema=self.schema,
-            bulk_limit=action_module.BULK_LIMIT)
+            bulk_limit=action_module.BULK_LIMIT, draw_timeline=draw.timeline_svg)
         return Response(body.encode(), status)
 
     def _page(self, request: Request, route: Route, groups: dict[str, str]) -> Response:
