@@ -22,6 +22,8 @@ def _n(value: float) -> str:
 def timeline_svg(picture: Timeline, url: Callable[[str], str], *, compact: bool = False) -> Markup:
     out: list[str] = []
     add = out.append
+    jobs = escape(url("/jobs/"))
+    bar_height = f"{BAR_HEIGHT:g}"
     height = int(picture.height)
     width = int(picture.width)
     add(f'<svg class="timeline{" compact" if compact else ""}" viewBox="0 0 {width} {height}" role="img" '
@@ -57,11 +59,11 @@ def timeline_svg(picture: Timeline, url: Callable[[str], str], *, compact: bool 
                 add(f'<line class="life silent" x1="{_n(lane.silent_x1)}" x2="{_n(lane.life_x2)}" '
                     f'y1="{y}" y2="{y}"><title>no heartbeat</title></line>')
         for bar in lane.bars:
-            add(f'<a href="{escape(url("/jobs/" + str(bar.job_id)))}" class="bar-link" data-job-id="{bar.job_id}" '
-                f'data-attempt="{bar.attempt}" data-outcome="{escape(bar.outcome)}" '
-                f'data-runner-id="{bar.runner_id}"><rect class="bar o-{escape(bar.outcome)}" x="{_n(bar.x)}" '
-                f'y="{_n(bar.y)}" width="{_n(bar.width)}" height="{BAR_HEIGHT:g}" rx="2"><title>'
-                f'{escape(bar.title)}</title></rect></a>')
+            outcome = escape(bar.outcome)
+            add(f'<a href="{jobs}{bar.job_id}" class="bar-link" data-job-id="{bar.job_id}" '
+                f'data-attempt="{bar.attempt}" data-outcome="{outcome}" data-runner-id="{bar.runner_id}">'
+                f'<rect class="bar o-{outcome}" x="{bar.x:.1f}" y="{bar.y:.1f}" width="{bar.width:.1f}" '
+                f'height="{bar_height}" rx="2"><title>{escape(bar.title)}</title></rect></a>')
         for marker in lane.markers:
             x = _n(marker.x)
             add(f'<g class="marker m-{escape(marker.kind)}" data-marker="{escape(marker.kind)}">'

@@ -65,7 +65,12 @@ class Bar:
     @property
     def title(self) -> str:
         def fmt(moment: dt.datetime | None) -> str:
-            return moment.astimezone(dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3] if moment else "?"
+            # The database's times arrive in UTC (the session's zone): isoformat is cheap.
+            if moment is None:
+                return "?"
+            if moment.utcoffset() != dt.timedelta(0):
+                moment = moment.astimezone(dt.timezone.utc)
+            return moment.isoformat(timespec="milliseconds")[11:23]
         seconds = ""
         if self.started_at and self.ended_at:
             seconds = f", {(self.ended_at - self.started_at).total_seconds():.2f} s"

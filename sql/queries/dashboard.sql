@@ -512,11 +512,17 @@ WITH ev AS MATERIALIZED (
     ORDER BY j.runner_id
     LIMIT %(bars)s::int
 ), attempts AS (
-    SELECT * FROM seen
-    UNION ALL
-    SELECT * FROM long_running AS l
-    WHERE NOT EXISTS (SELECT 1 FROM seen AS s
-                      WHERE s.job_id = l.job_id AND s.attempt = l.attempt AND s.runner_id = l.runner_id)
+    -- The latest first; without a queue or task filter only `bars` of them go on (the rest are
+    -- not drawn), with one every attempt of the window is looked at.
+    SELECT u.* FROM (
+        SELECT * FROM seen
+        UNION ALL
+        SELECT * FROM long_running AS l
+        WHERE NOT EXISTS (SELECT 1 FROM seen AS s
+                          WHERE s.job_id = l.job_id AND s.attempt = l.attempt AND s.runner_id = l.runner_id)
+    ) AS u
+    ORDER BY coalesce(u.started_at, %(since)s::timestamptz) DESC, u.job_id DESC
+    LIMIT CASE WHEN %(queue)s::text IS NULL AND %(task)s::text IS NULL THEN %(bars)s::int END
 ), filled AS (
     SELECT a.job_id, a.attempt, a.runner_id,
            coalesce(a.started_at, (SELECT min(e.at) FROM /* schema */job_events AS e
@@ -542,7 +548,7 @@ WITH ev AS MATERIALIZED (
 )
 SELECT f.*, (SELECT count(*) FROM ev) AS events_read, now() AS now
 FROM filled AS f
-ORDER BY f.started_at DESC NULLS LAST, f.job_id DESC
+ORDER BY coalesce(f.started_at, %(since)s::timestamptz) DESC, f.job_id DESC
 LIMIT %(bars)s::int
 
 -- name: dashboard_timeline_runners
