@@ -558,3 +558,21 @@ def test_pgqueue_dashboard_command(world, database_dsn) -> None:
         proc.terminate()
         proc.wait(10)
         proc.stderr.close()
+
+
+def test_an_action_on_every_job_a_filter_lists(world, admin, dashboards) -> None:
+    s = world["schema"]
+    extra = [add_job(admin, s, status="failed", queue="mail", task="send", error=None) for _ in range(3)]
+    dashboard = dashboards(actions=True)
+    page = call(dashboard, "/jobs?status=failed&queue=mail").text
+    assert 'data-matching-action="retry"' in page and 'data-matching-action="cancel"' not in page
+    form = {"matching": "1", "status": "failed", "queue": "mail", "back": "/jobs?status=failed&queue=mail"}
+    confirm = call(dashboard, "/actions/retry", method="POST", form=form)
+    assert confirm.status == 200 and 'data-count="3"' in confirm.text and "data-matching" in confirm.text
+    ids = sorted(int(i) for i in re.findall(r'name="ids" value="(\d+)"', confirm.text))
+    assert ids == sorted(extra)  # the other queue's failed job is not among them
+    done = call(dashboard, "/actions/retry", method="POST", form={"ids": ids, "confirm": "yes", "back": form["back"]})
+    assert done.status == 303
+    statuses = admin.execute(f'SELECT status FROM "{s}".jobs WHERE id = ANY(%s)', (extra,)).fetchall()
+    assert statuses == [("queued",)] * 3
+    assert admin.execute(f'SELECT status FROM "{s}".jobs WHERE id = %s', (world["jobs"]["failed"],)).fetchone()[0] == "failed"

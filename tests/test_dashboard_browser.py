@@ -193,6 +193,7 @@ def test_crash_recovery_end_to_end_on_the_timeline(wapp, admin, start_worker, op
             bar = crashed.locator("rect")
             assert float(bar.get_attribute("x")) + float(bar.get_attribute("width")) <= marker_x + 2.5
             shot(page, "timeline-recovery")
+            page.locator("main").screenshot(path=str(ARTIFACTS / "timeline-recovery-main.png"))
             crashed.click()
             page.wait_for_url(re.compile(rf".*/jobs/{job.id}$"))
             history = page.locator("#history tbody tr")

@@ -163,9 +163,16 @@ class JobFilter:
                 "args": self.args_text}
 
 
-def parse_filter(request: Request, *, args_allowed: bool) -> JobFilter:
-    f = JobFilter(status=request.arg("status"), queue=request.arg("queue"), task=request.arg("task"),
-                  args_text=request.arg("args"), cursor=request.arg("cursor"))
+def parse_filter(request: Request, *, args_allowed: bool, form: bool = False) -> JobFilter:
+    """The job filter of the query string (or, with ``form``, of a POSTed form)."""
+    def value(name: str) -> str | None:
+        if not form:
+            return request.arg(name)
+        text = (request.form_value(name) or "").strip()
+        return text or None
+
+    f = JobFilter(status=value("status"), queue=value("queue"), task=value("task"),
+                  args_text=value("args"), cursor=None if form else value("cursor"))
     if f.status is not None and f.status not in JOB_STATUSES:
         f.error = f"unknown status {f.status!r}: use one of {', '.join(JOB_STATUSES)}"
         f.status = None
@@ -215,11 +222,11 @@ def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def list_jobs(page: Page, f: JobFilter) -> dict[str, Any]:
-    """A page of jobs in the order of the index that serves the status asked for."""
+def list_jobs(page: Page, f: JobFilter, *, size: int = PAGE_SIZE) -> dict[str, Any]:
+    """A page of ``size`` jobs in the order of the index that serves the status asked for."""
     base = {"queue": f.queue, "task": f.task, "args": f.args, "kwargs": f.kwargs,
-            "max_args": LIST_ARGS_BYTES, "limit": PAGE_SIZE + 1,
-            "scan": SCAN_WINDOW if f.narrowing else PAGE_SIZE + 1}
+            "max_args": LIST_ARGS_BYTES, "limit": size + 1,
+            "scan": max(SCAN_WINDOW, size + 1) if f.narrowing else size + 1}
     status, cursor = f.status, f.cursor
     if status in FINISHED:
         name, mode = "dashboard_jobs_finished", "finished"
@@ -255,8 +262,8 @@ def list_jobs(page: Page, f: JobFilter) -> dict[str, Any]:
     panel = page.read(name, params)
     rows = [r for r in panel.rows if r["what"] == "job"]
     window = next((r for r in panel.rows if r["what"] == "window"), None)
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+    more = len(rows) > size
+    rows = rows[:size]
     next_cursor = _key(mode, rows[-1]) if more and rows else None
     searched_to = None
     if not more and window and window["scanned"] and window["scanned"] >= params["scan"]:
@@ -306,6 +313,15 @@ def jobs(page: Page) -> dict[str, Any]:
     return {"filter": f, "listing": listing, "queue_names": [q["queue"] for q in queues.rows],
             "statuses": JOB_STATUSES, "page_size": PAGE_SIZE,
             "args_allowed": dashboard.redact is None}
+
+
+def matching_ids(page: Page, f: JobFilter, limit: int) -> dict[str, Any]:
+    """The first ``limit`` jobs the filter lists (for an action on every matching job)."""
+    listing = list_jobs(page, f, size=limit)
+    if not listing["panel"].ok:
+        raise HTTPError(503, f"could not list the matching jobs: {listing['panel'].problem}")
+    return {"ids": [r["id"] for r in listing["rows"]], "more": listing["next_cursor"] is not None,
+            "window_ended": listing["searched_to"] is not None, "scanned": listing["scanned"]}
 
 
 class Redirect(Exception):

@@ -299,14 +299,26 @@ class Dashboard:
                                  "or make_app(..., actions=True))")
         if not self.may(request, name):
             raise HTTPError(403, f"you may not {name} jobs on this dashboard")
-        ids = action_module.chosen_ids(request)
         back = self._back(request)
         with self.reader.session() as session:
+            matching = None
+            if request.form_value("matching") == "1" and request.form_value("confirm") != "yes":
+                # Every job the filter lists, up to the bound: resolved to ids now, confirmed next.
+                f = views.parse_filter(request, args_allowed=self.redact is None, form=True)
+                if f.error:
+                    raise HTTPError(400, f.error)
+                page = views.Page(self, request, session, dt.datetime.now(dt.timezone.utc))
+                matching = views.matching_ids(page, f, action_module.BULK_LIMIT)
+                ids = matching["ids"]
+                if not ids:
+                    raise HTTPError(400, "no job matches this filter any more")
+            else:
+                ids = action_module.chosen_ids(request)
             if request.form_value("confirm") != "yes":
                 summary = action_module.preview(session, action, ids)
                 return self._render(request, "confirm.html",
                                     {"action": action, "ids": ids, "summary": summary, "back": back,
-                                     "problems": []},
+                                     "matching": matching, "problems": []},
                                     page_name="confirm", refresh=0)
             try:
                 done = action_module.perform(session, action, ids, action_module.reason(action, request))
