@@ -158,14 +158,15 @@ def test_crash_recovery_end_to_end_on_the_timeline(wapp, admin, start_worker, op
     schema = wapp.settings.schema
     a = start_worker("--concurrency", "2")
     a_id = a.runner_id()
-    job = wapp.get_task("sleep").enqueue(2.0)
-    wait_for(lambda: admin.execute(f'SELECT runner_id FROM "{schema}".jobs WHERE id = %s',
-                                   (job.id,)).fetchone()[0] == a_id, message="runner A to take the job")
+    job = wapp.get_task("sleep").enqueue(3.0)
+    holder = f'SELECT runner_id FROM "{schema}".jobs WHERE id = %s'
+    wait_for(lambda: admin.execute(holder, (job.id,)).fetchone()[0] == a_id, message="runner A to take the job")
     b = start_worker("--concurrency", "2")
     b_id = b.runner_id()
+    assert admin.execute(holder, (job.id,)).fetchone()[0] == a_id, "the job ended before the kill"
     os.kill(a.pid, signal.SIGKILL)
     a.wait(10)
-    assert job.result(timeout=30) == 2.0
+    assert job.result(timeout=30) == 3.0
     kinds = admin.execute(f'SELECT kind, runner_id FROM "{schema}".job_events WHERE job_id = %s ORDER BY id',
                           (job.id,)).fetchall()
     assert kinds == [("enqueued", None), ("claimed", a_id), ("crashed", a_id), ("claimed", b_id),

@@ -92,14 +92,16 @@ def test_reaping_is_counted_by_the_runner_that_reaps(wapp, admin, start_worker) 
     schema = wapp.settings.schema
     victim = start_worker("--concurrency", "1")
     victim_id = victim.runner_id()
-    job = wapp.get_task("sleep").enqueue(1.0)
-    wait_for(lambda: admin.execute(f'SELECT runner_id FROM "{schema}".jobs WHERE id = %s',
-                                   (job.id,)).fetchone()[0] == victim_id, message="the victim to take the job")
+    job = wapp.get_task("sleep").enqueue(4.0)
+    holder = f'SELECT runner_id FROM "{schema}".jobs WHERE id = %s'
+    wait_for(lambda: admin.execute(holder, (job.id,)).fetchone()[0] == victim_id,
+             message="the victim to take the job")
     port = free_port()
     start_worker("--concurrency", "2", "--metrics-port", str(port)).runner_id()
+    assert admin.execute(holder, (job.id,)).fetchone()[0] == victim_id, "the job ended before the kill"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
-    assert job.result(timeout=30) == 1.0
+    assert job.result(timeout=30) == 4.0
     samples = wait_scrape(port, lambda s: s.get('pgqueue_jobs_recovered_total{outcome="requeued"}') == 1,
                           "the re-queue to be counted")
     assert samples['pgqueue_runners_declared_dead_total{cause="process_gone"}'] == 1
