@@ -576,3 +576,14 @@ def test_an_action_on_every_job_a_filter_lists(world, admin, dashboards) -> None
     statuses = admin.execute(f'SELECT status FROM "{s}".jobs WHERE id = ANY(%s)', (extra,)).fetchall()
     assert statuses == [("queued",)] * 3
     assert admin.execute(f'SELECT status FROM "{s}".jobs WHERE id = %s', (world["jobs"]["failed"],)).fetchone()[0] == "failed"
+
+
+def test_each_page_runs_a_few_statements_whatever_it_shows(world, dashboards) -> None:
+    from test_dashboard_plans import MAX_STATEMENTS
+
+    dashboard = dashboards(cache_seconds=0)
+    for path in ("/", "/jobs", "/jobs?status=failed&task=fail", f"/jobs/{world['jobs']['failed']}", "/runners",
+                 f"/runners/{world['dead']}", "/timeline", "/health", "/metrics", "/healthz"):
+        before = sum(dashboard.reader.counts.values())
+        assert call(dashboard, path).status == 200, path
+        assert sum(dashboard.reader.counts.values()) - before <= MAX_STATEMENTS, path

@@ -271,13 +271,13 @@ class Dashboard:
     # ------------------------------------------------------------ metrics
 
     def _metrics(self, request: Request) -> Response:
-        try:
-            import prometheus_client  # noqa: F401
+        import importlib.util
 
-            from ..metrics.cluster import ClusterCollector, exposition
-        except ImportError:
+        if importlib.util.find_spec("prometheus_client") is None:
             raise HTTPError(501, "the /metrics endpoint needs prometheus-client: "
-                                 "pip install 'pgqueue[metrics]'") from None
+                                 "pip install 'pgqueue[metrics]'")
+        from ..metrics.cluster import ClusterCollector, exposition
+
         if self._collector is None:
             self._collector = ClusterCollector(self.reader)
         data, content_type = exposition(self._collector)
