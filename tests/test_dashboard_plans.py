@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+import urllib.parse
 from typing import Any, Iterator
 
 import psycopg
@@ -245,11 +246,16 @@ def test_pages_render_within_budget_at_a_million_jobs(scale_schema: str, databas
     with psycopg.connect(database_dsn) as conn:
         job_id = conn.execute(f'SELECT id FROM "{scale_schema}".jobs WHERE status = %s ORDER BY id '
                               "LIMIT 1 OFFSET 15000", ("failed",)).fetchone()[0]
+        # The timeline looks at the seed's last hour, however long ago it was seeded.
+        last = conn.execute(f'SELECT enqueued_at + interval \'5 seconds\' FROM "{scale_schema}".jobs '
+                            "ORDER BY id DESC LIMIT 1").fetchone()[0]
+    until = urllib.parse.quote(last.isoformat())
     pages = ["/", "/jobs", "/jobs?status=queued", "/jobs?status=queued&queue=q2", "/jobs?status=scheduled",
              "/jobs?status=running", "/jobs?status=failed", "/jobs?status=succeeded&queue=q3",
              "/jobs?task=tasks.t7", "/jobs?args=%5B7%5D", "/jobs?args=%7B%22user%22%3A+7%7D",
              f"/jobs/{job_id}", "/runners", "/runners?recent=7d", "/runners/50", "/runners/3",
-             "/timeline", "/timeline?window=1h", "/timeline?window=15m&queue=q1", "/health", "/metrics"]
+             f"/timeline?until={until}", f"/timeline?window=1h&until={until}",
+             f"/timeline?window=15m&queue=q1&until={until}", "/health", "/metrics"]
     report = []
     try:
         for path in pages:
@@ -270,6 +276,6 @@ def test_pages_render_within_budget_at_a_million_jobs(scale_schema: str, databas
         app.close()
     print("\npage                                           median ms   p95 ms  statements")
     for path, median, p95, statements in report:
-        print(f"{path:<46} {median:9.1f} {p95:8.1f} {statements:6d}")
+        print(f"{path.split('&until')[0].split('?until')[0]:<46} {median:9.1f} {p95:8.1f} {statements:6d}")
     slow = [(p, round(q, 1)) for p, _, q, _ in report if q > PAGE_BUDGET_MS]
     assert not slow, f"pages over the {PAGE_BUDGET_MS:.0f} ms p95 budget: {slow}"

@@ -1,5 +1,5 @@
 """The timeline's SVG, written directly (a template would spend ten times as long on a window of
-2,000 bars). Every bar is an ``<a>`` to its job with a ``<title>`` tooltip and data attributes
+a thousand bars). Every bar is an ``<a>`` to its job with a ``<title>`` tooltip and data attributes
 (``data-job-id``, ``data-attempt``, ``data-outcome``, ``data-runner-id``); every lane a ``<g>``
 with ``data-runner-id`` and ``data-state``; markers carry ``data-marker`` (dead, stopped,
 heartbeat). Colours come from the stylesheet (classes only: the Content-Security-Policy allows

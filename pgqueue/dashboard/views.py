@@ -42,8 +42,8 @@ RUNNER_WINDOW = dt.timedelta(minutes=15)
 TIMELINE_DEFAULT = dt.timedelta(minutes=15)
 TIMELINE_MAX = dt.timedelta(hours=24)
 #: Events the timeline reads at most: enough for its bars (a start, an end, some retries each).
-TIMELINE_EVENTS = 6_000
-TIMELINE_BARS = 2_000
+TIMELINE_EVENTS = 4_000
+TIMELINE_BARS = 1_000
 TIMELINE_LANES = 100
 RECENT_CHOICES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 WINDOW_CHOICES = ("1m", "5m", "15m", "1h", "6h", "24h")
