@@ -154,7 +154,8 @@ class Dashboard:
         except Exception:
             logger.exception("dashboard: %s %s failed", request.method, request.path)
             response = self._error(request, HTTPError(500, "the dashboard failed on this page (see its log)"))
-        return response.finish(start_response)
+        body = response.finish(start_response)
+        return [] if request.method == "HEAD" else body
 
     def close(self) -> None:
         self.reader.close()
@@ -204,7 +205,12 @@ class Dashboard:
         def ago(moment: dt.datetime | None) -> str:
             return fmt.ago(moment, now)
 
-        notice = request.arg("done")
+        # "retried:2:3" (verb, changed, chosen) after an action; anything else is not shown.
+        done = re.fullmatch(r"([a-z]+):(\d+):(\d+)", request.arg("done") or "")
+        notice = None
+        if done and done.group(1) in {a.verb for a in action_module.ACTIONS.values()}:
+            changed, chosen = int(done.group(2)), int(done.group(3))
+            notice = f"{changed:,} of {chosen:,} chosen job{'' if chosen == 1 else 's'} {done.group(1)}."
         body = self._env.get_template(template).render(
             **context, url=url, static=static, when=when, ago=ago, now=now, nav=self.nav,
             page_name=page_name, refresh=refresh, title=self.title, version=__version__,
