@@ -119,14 +119,14 @@ def test_job_lists_page_by_key_and_say_where_a_filtered_window_ended(app, admin,
         pages += 1
     assert pages == 3 and sorted(seen) == sorted(ids) and len(set(seen)) == 130
     # A filter no index serves looks at a bounded window, then offers the next one.
-    monkeypatch.setattr(views, "SCAN_WINDOW", 20)
+    monkeypatch.setattr(views, "SCAN_WINDOW", 60)
     first = call(dashboard, "/jobs?status=succeeded&task=even").text
-    assert len(rows_of(first, "data-job-id")) == 10
-    assert "Looked at 20 jobs" in first
-    further = re.search(r'<a href="([^"]+)">Look at the next 20', first).group(1)
+    assert len(rows_of(first, "data-job-id")) == 30
+    assert "Looked at 60 jobs" in first
+    further = re.search(r'<a href="([^"]+)">Look at the next 60', first).group(1)
     second = call(dashboard, html.unescape(further)).text
     assert set(rows_of(second, "data-job-id")).isdisjoint(rows_of(first, "data-job-id"))
-    assert len(rows_of(second, "data-job-id")) == 10
+    assert len(rows_of(second, "data-job-id")) == 30
 
 
 def test_job_page_shows_every_field_the_error_and_the_history_with_hosts(world, dashboards) -> None:
