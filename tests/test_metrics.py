@@ -111,7 +111,7 @@ def test_reaping_is_counted_by_the_runner_that_reaps(wapp, admin, start_worker) 
 
 
 @pytest.mark.slow
-def test_each_worker_process_serves_its_own_port(wapp, start_worker) -> None:
+def test_each_worker_process_serves_its_own_port(wapp, admin, start_worker) -> None:
     port = free_port()
     while True:  # two free ports in a row
         try:
@@ -122,10 +122,23 @@ def test_each_worker_process_serves_its_own_port(wapp, start_worker) -> None:
             break
         except OSError:
             port = free_port()
-    start_worker("--processes", "2", "--concurrency", "3", "--metrics-port", str(port))
-    for p in (port, port + 1):
-        samples = wait_scrape(p, lambda s: s.get("pgqueue_worker_slots") == 3, f"process metrics on port {p}")
-        assert samples["pgqueue_worker_slots"] == 3
+    supervisor = start_worker("--processes", "2", "--concurrency", "3", "--metrics-port", str(port))
+    try:
+        for p in (port, port + 1):
+            samples = wait_scrape(p, lambda s: s.get("pgqueue_worker_slots") == 3, f"process metrics on port {p}")
+            assert samples["pgqueue_worker_slots"] == 3
+        # The children run in sessions of their own: a SIGKILL of the supervisor (the fixture's
+        # teardown) would leave them running. Stop it the way an operator does.
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+    finally:
+        children = admin.execute(f'SELECT pid FROM "{wapp.settings.schema}".runners WHERE state = %s',
+                                 ("running",)).fetchall()
+        for (pid,) in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_hooks_label_unknown_tasks_and_too_many_queues_as_such(make_app) -> None:
