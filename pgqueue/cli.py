@@ -216,10 +216,13 @@ def schema(ctx: click.Context, since: str | None) -> None:
 @click.option("--shutdown-timeout", type=float, metavar="S", help=f"Seconds running jobs get to finish on SIGTERM. {_env_help('shutdown_timeout')}")
 @click.option("--heartbeat-interval", type=float, metavar="S", help=f"Seconds between heartbeats. {_env_help('heartbeat_interval')}")
 @click.option("--runner-dead-after", type=float, metavar="S", help=f"Seconds of silence before a runner is declared dead. {_env_help('runner_dead_after')}")
+@click.option("--metrics-port", type=int, metavar="N", help=f"Serve Prometheus metrics on this port (process i of --processes on N+i). {_env_help('metrics_port')}")
+@click.option("--metrics-host", metavar="ADDR", help=f"Address of the metrics server (default 127.0.0.1). {_env_help('metrics_host')}")
 @click.pass_context
 def work(ctx: click.Context, queues: str | None, concurrency: int | None, processes: int | None,
          poll_interval: float | None, listen: bool | None, shutdown_timeout: float | None,
-         heartbeat_interval: float | None, runner_dead_after: float | None) -> None:
+         heartbeat_interval: float | None, runner_dead_after: float | None,
+         metrics_port: int | None = None, metrics_host: str | None = None) -> None:
     """Run a worker: claim jobs, run them, write their outcomes, until SIGTERM/SIGINT."""
     from .worker import Runner
     from .worker.supervisor import Supervisor, child_command
@@ -227,7 +230,8 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
     app = load_app(ctx, require_app=True, queues=queues, concurrency=concurrency,
                    processes=processes, poll_interval=poll_interval, listen=listen,
                    shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval,
-                   runner_dead_after=runner_dead_after)
+                   runner_dead_after=runner_dead_after, metrics_port=metrics_port,
+                   metrics_host=metrics_host)
     if not app.tasks:
         raise errors.ConfigurationError(
             f"the App {ctx.find_root().obj.get('app') or app.settings.app} has no tasks: a worker would "
@@ -248,9 +252,21 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
         if listen is not None:
             work_args.append("--listen" if listen else "--no-listen")
         child_env = dict(os.environ, PGQUEUE_DSN=app.database.dsn)
-        code = Supervisor(child_command(global_args, work_args), app.settings.processes,
-                          env=child_env).run()
+        port, host = app.settings.metrics_port, app.settings.metrics_host
+        if port is not None:
+            # One metrics server per process: process i on port + i.
+            def argv(slot: int) -> list[str]:
+                return child_command(global_args, [*work_args, "--metrics-port", str(port + slot),
+                                                   "--metrics-host", host])
+        else:
+            def argv(slot: int) -> list[str]:
+                return child_command(global_args, work_args)
+        code = Supervisor(argv, app.settings.processes, env=child_env).run()
     else:
+        if app.settings.metrics_port is not None:
+            from .metrics.worker import serve_worker_metrics
+
+            serve_worker_metrics(app, app.settings.metrics_port, app.settings.metrics_host)
         code = Runner(app).run()
     ctx.exit(code)
 
@@ -450,6 +466,58 @@ def prune(ctx: click.Context, older_than: str, batch: int) -> None:
     click.echo(f"deleted {result.jobs} finished job{'s' if result.jobs != 1 else ''} older than "
                f"{older_than} and their events, {result.runners} old runner row(s) and "
                f"{result.waiters} stale waiter(s) in {result.seconds:.1f} s")
+
+
+# ------------------------------------------------------------ monitoring
+
+@command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Beyond loopback it needs PGQUEUE_DASHBOARD_USER and "
+                   "PGQUEUE_DASHBOARD_PASSWORD, or --no-auth.")
+@click.option("--port", default=8089, show_default=True, type=int, help="Port to listen on (0: any free one).")
+@click.option("--allow-actions", is_flag=True, help="Offer retry, cancel and delete (off: read only).")
+@click.option("--no-auth", is_flag=True, help="Listen beyond loopback without credentials (an "
+                                              "authenticating proxy is in front).")
+@click.pass_context
+def dashboard(ctx: click.Context, host: str, port: int, allow_actions: bool, no_auth: bool) -> None:
+    """Serve the web dashboard: queues, jobs, runners, the cross-runner timeline, health."""
+    from .dashboard.server import run
+
+    app = load_app(ctx, read_only=True)
+    app.check_schema()
+    ctx.exit(run(app, host=host, port=port, actions=allow_actions, no_auth=no_auth,
+                 announce=lambda line: click.echo(line, err=True)))
+
+
+@command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9188, show_default=True, type=int, help="Port to listen on (0: any free one).")
+@click.option("--once", is_flag=True, help="Print the gauges once and exit.")
+@click.pass_context
+def metrics(ctx: click.Context, host: str, port: int, once: bool) -> None:
+    """Serve the cluster gauges (queue depth, lag, runners, dead rows) for Prometheus."""
+    from .dashboard.reader import Reader
+    from .metrics.cluster import ClusterCollector, exposition, serve
+
+    app = load_app(ctx, read_only=True)
+    app.check_schema()
+    reader = Reader(app.database.dsn, app.settings.schema, pool_size=1,
+                    connect_timeout=app.settings.connect_timeout)
+    try:
+        if once:
+            click.echo(exposition(ClusterCollector(reader))[0].decode(), nl=False)
+            return
+        server = serve(reader, host, port)
+        click.echo(f"pgqueue cluster metrics on http://{host}:{server.server_address[1]}/metrics; "
+                   "Ctrl-C stops it", err=True)
+        try:
+            server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    finally:
+        reader.close()
 
 
 @cli.group(cls=_Group)

@@ -34,6 +34,8 @@ class JobContext:
     _cancel: bool = False
     #: The job's metadata (set at enqueue: a trace context, tags).
     meta: dict = field(default_factory=dict)
+    #: Seconds the job waited between becoming runnable and this attempt's claim.
+    waited: float = 0.0
 
     @property
     def cancel_requested(self) -> bool:

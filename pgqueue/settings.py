@@ -150,6 +150,23 @@ class Settings:
         "Directory of the embedded server's data, relative to the project root (the folder of the "
         "nearest pyproject.toml, else the current directory).",
     )
+    metrics_port: int | None = _setting(
+        None,
+        "Port on which `pgqueue work` serves Prometheus metrics (one per worker process: with "
+        "processes > 1, process i uses metrics_port + i); unset: no metrics server.",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "Address the worker's metrics server listens on (0.0.0.0 for a Prometheus on another host).",
+    )
+    dashboard_user: str | None = _setting(
+        None,
+        "User name of the dashboard's HTTP basic authentication (with dashboard_password); "
+        "needed to serve `pgqueue dashboard` beyond loopback.",
+    )
+    dashboard_password: str | None = _setting(
+        None, "Password of the dashboard's basic authentication (set it in the environment)."
+    )
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # ----------------------------------------------------------------- loading
@@ -246,6 +263,8 @@ class Settings:
                 f"app must look like module:attribute (e.g. myproject.tasks:app) or "
                 f"path/to/file.py:attribute, not {self.app!r} (from {self.source('app')})"
             )
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            fail("metrics_port", "a port number from 1 to 65535")
         if self.queues is not None:
             if not self.queues or any(not q for q in self.queues):
                 raise errors.ConfigurationError(

@@ -35,6 +35,10 @@ def test_wheel_contains_schema_and_migrations(wheel: Path) -> None:
     for name in versions:
         assert f"pgqueue/_data/alembic/versions/{name}" in names
     assert "pgqueue/_data/alembic/env.py" in names
+    # The dashboard's templates and assets are package data too.
+    for folder in ("templates", "static"):
+        for path in (ROOT / "pgqueue" / "dashboard" / folder).iterdir():
+            assert f"pgqueue/dashboard/{folder}/{path.name}" in names
 
 
 @pytest.mark.slow

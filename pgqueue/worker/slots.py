@@ -111,7 +111,7 @@ class Slots:
         timeout = task.config.timeout if task is not None else None
         now = time.monotonic()
         attempt = Attempt(job, task, JobContext(job.id, job.task, job.attempt, job.queue, job.runner_id,
-                                                job.cancel_requested, job.meta),
+                                                job.cancel_requested, job.meta, job.waited),
                           now, now + timeout if timeout else None)
         with self._lock:
             if current_runner() != job.runner_id:

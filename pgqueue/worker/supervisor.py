@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,10 @@ _HEALTHY_AFTER = 60.0
 
 
 class Supervisor:
-    def __init__(self, child_argv: list[str], processes: int, env: dict[str, str] | None = None) -> None:
-        self.child_argv = child_argv
+    def __init__(self, child_argv: list[str] | Callable[[int], list[str]], processes: int,
+                 env: dict[str, str] | None = None) -> None:
+        # A list, or the command of child slot i (each child its own metrics port, say).
+        self.child_argv = child_argv if callable(child_argv) else (lambda slot: list(child_argv))
         self.env = env
         self.processes = processes
         self._children: list[subprocess.Popen[bytes] | None] = [None] * processes
@@ -81,7 +83,7 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which
         # passes it on once (else each child would get it twice: a hand-back at once).
-        child = subprocess.Popen(self.child_argv, start_new_session=True, env=self.env)
+        child = subprocess.Popen(self.child_argv(slot), start_new_session=True, env=self.env)
         self._children[slot] = child
         self._started_at[slot] = time.monotonic()
         logger.info("started worker process %s", child.pid)
