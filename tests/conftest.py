@@ -33,15 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _has_django() -> bool:
+def _has_django_tasks() -> bool:
+    """Django with its tasks framework (6.0+, or 5.2 with the django-tasks backport): what the
+    Django integration tests need. (The core's dev extra installs a plain Django for the
+    dashboard's mount test: that is not enough.)"""
     import importlib.util
 
     spec = importlib.util.find_spec("django")  # tests/django alone would be a namespace package
-    return spec is not None and spec.origin not in (None, "namespace")
+    if spec is None or spec.origin in (None, "namespace"):
+        return False
+    return (importlib.util.find_spec("django_tasks") is not None
+            or importlib.util.find_spec("django.tasks") is not None)
 
 
-# tests/django needs Django (Python >= 3.12): `pytest tests/django`, or .ci/django.sh.
-collect_ignore = [] if _has_django() else ["django"]
+# tests/django needs Django's tasks framework (Python >= 3.12): `pytest tests/django`, or
+# .ci/django.sh, which builds its own virtualenvs.
+collect_ignore = [] if _has_django_tasks() else ["django"]
 
 HOW_TO_PROVIDE = (
     "pgqueue's tests need PostgreSQL and none could be had: set PGQUEUE_TEST_DSN to a server "
