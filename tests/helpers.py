@@ -83,14 +83,33 @@ class Worker:
             raise AssertionError(f"worker {self.pid} did not exit within {timeout} s:\n{self.log()}") from None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        # A --processes supervisor's children run in sessions of their own: kill them too, or
+        # they would outlive the test.
+        children = _children(self.proc.pid) if self.proc.poll() is None else []
+        for pid in [self.proc.pid, *children]:
             try:
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         self._log.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def job_rows(conn: psycopg.Connection, schema: str, where: str = "TRUE", params: Any = ()) -> list[dict]:
