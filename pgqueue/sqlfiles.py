@@ -10,8 +10,11 @@
 
 Both are written against the placeholder ``/* schema */`` (rendered as the quoted
 schema name and a dot), ``/* channel */`` (the schema's NOTIFY channel prefix,
-used inside string literals) and ``/* runner_lock_class */`` (the first key of the
-schema's runner liveness locks, an integer). Queries are parsed once at import; a duplicate or
+used inside string literals), ``/* runner_lock_class */`` (the first key of the
+schema's runner liveness locks, an integer) and the first keys of its other advisory locks,
+integers too: ``/* lock_class */`` (per-key serial execution: one per lock key),
+``/* claim_class */`` (the claim guard a pause takes) and ``/* queue_class */`` (the claims of
+one limited queue). Queries are parsed once at import; a duplicate or
 malformed name fails at import, not at the first call.
 """
 
@@ -32,6 +35,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PLACEHOLDER = "/* schema */"
 CHANNEL_PLACEHOLDER = "/* channel */"
 LOCK_CLASS_PLACEHOLDER = "/* runner_lock_class */"
+# Placeholders of the other advisory lock classes, and the purpose each class id is made from.
+_CLASS_PLACEHOLDERS = {"/* lock_class */": "lock", "/* claim_class */": "claims",
+                       "/* queue_class */": "queue"}
 
 # Lowercase identifiers only: the name is used unquoted in NOTIFY channels and
 # psql users should not have to quote it. Short enough that "<schema>.jobs"
@@ -68,9 +74,13 @@ def channel(schema: str, kind: str) -> str:
 
 def render(text: str, schema: str) -> str:
     validate_schema_name(schema)
-    return (text.replace(SCHEMA_PLACEHOLDER, f'"{schema}".')
+    text = (text.replace(SCHEMA_PLACEHOLDER, f'"{schema}".')
             .replace(CHANNEL_PLACEHOLDER, f"{schema}.")
             .replace(LOCK_CLASS_PLACEHOLDER, str(runner_lock_class(schema))))
+    for placeholder, purpose in _CLASS_PLACEHOLDERS.items():
+        if placeholder in text:
+            text = text.replace(placeholder, str(lock_class(schema, purpose)))
+    return text
 
 
 def _parse_queries(path: Path) -> dict[str, str]:
@@ -235,7 +245,9 @@ def head_revision() -> str:
 # Advisory lock keys: (class id, object id), both int4. The class id spells "pgqu";
 # the object id is a CRC-32 of "<schema>:<purpose>", so each schema's migrate and
 # reaper locks are distinct. A runner's liveness lock is (CRC-32 of "<schema>:runner",
-# runner id modulo 2^31). Listed in the README; changing them is a breaking change.
+# runner id modulo 2^31); a lock key's is (CRC-32 of "<schema>:lock", hashtext(key)), a limited
+# queue's claims (CRC-32 of "<schema>:queue", hashtext(queue)) and the claim guard (CRC-32 of
+# "<schema>:claims", 0). Listed in the README; changing them is a breaking change.
 ADVISORY_CLASS_ID = 0x70677175
 
 
@@ -253,3 +265,9 @@ def advisory_key(schema: str, purpose: str) -> tuple[int, int]:
 def runner_lock_class(schema: str) -> int:
     """First key of the schema's runner liveness locks (the second is the runner id)."""
     return _int4_crc(f"{schema}:runner")
+
+
+def lock_class(schema: str, purpose: str) -> int:
+    """First key of one of the schema's two-key advisory locks: ``lock`` (the second key is
+    ``hashtext(lock key)``), ``claims`` (0) or ``queue`` (``hashtext(queue name)``)."""
+    return _int4_crc(f"{schema}:{purpose}")
