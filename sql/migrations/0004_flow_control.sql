@@ -96,6 +96,11 @@ CREATE INDEX queue_events_queue_idx ON /* schema */queue_events (queue, id);
 COMMENT ON TABLE /* schema */queue_events IS 'History of queue controls: who paused, resumed or limited which queue, when and why.';
 
 
+-- Functions of 0001 get a fixed search_path too, like every function of the SQL API. (due_soon
+-- keeps none: a SQL function with one cannot be inlined into the index predicates it serves.)
+ALTER FUNCTION /* schema */wake(text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION /* schema */notify_finished(bigint[]) SET search_path = pg_catalog, pg_temp;
+
 -- ------------------------------------------------------------------ lock slots
 -- release_lock_slots(keys): for each lock key, under its advisory lock (the one enqueue and
 -- every release take, so slots are counted by one transaction at a time), gives free slots to
@@ -874,22 +879,6 @@ $$;
 COMMENT ON FUNCTION /* schema */record_starts(text, integer) IS
     'Used by claims of a rate-limited queue: remember the start times of the jobs it just started (the rate_limit latest are kept).';
 
--- release_due_waiters(): jobs held back by a lock whose run_at has come (a retry after its
--- backoff, a job enqueued for later) get a slot if one is free. Called by the maintenance pass;
--- also the backstop for a release lost with its connection.
-CREATE FUNCTION /* schema */release_due_waiters(p_limit integer DEFAULT 100) RETURNS integer
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(/* schema */release_lock_slots(ARRAY(
-        SELECT DISTINCT w.lock_key FROM (
-            SELECT j.lock_key FROM /* schema */jobs AS j
-            WHERE j.status = 'queued' AND j.blocked AND j.run_at <= now()
-            ORDER BY j.run_at
-            LIMIT p_limit) AS w)), 0)
-$$;
-
-COMMENT ON FUNCTION /* schema */release_due_waiters(integer) IS
-    'Give free lock slots to waiting jobs whose time has come (the maintenance pass calls it); returns how many were unblocked.';
-
 -- promote_locked(batch): jobs with a lock whose run_at has come are gated like a new enqueue:
 -- they take a free slot (due) or wait for one (blocked). job_promote leaves them to this.
 CREATE FUNCTION /* schema */promote_locked(p_batch integer) RETURNS integer
@@ -1117,11 +1106,13 @@ WITH live AS (
            0::bigint AS blocked, min(j.run_at) AS oldest
     FROM /* schema */jobs AS j WHERE j.status = 'queued' AND j.due GROUP BY j.queue
     UNION ALL
-    SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now() AND NOT j.blocked),
-           count(*) FILTER (WHERE j.run_at > now() AND NOT j.blocked), 0,
-           count(*) FILTER (WHERE j.blocked),
-           min(j.run_at) FILTER (WHERE j.run_at <= now() AND NOT j.blocked)
-    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND NOT j.due GROUP BY j.queue
+    SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now()),
+           count(*) FILTER (WHERE j.run_at > now()), 0, 0,
+           min(j.run_at) FILTER (WHERE j.run_at <= now())
+    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND NOT j.due AND NOT j.blocked GROUP BY j.queue
+    UNION ALL
+    SELECT j.queue, 0, 0, 0, count(*), NULL
+    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND j.blocked GROUP BY j.queue
     UNION ALL
     SELECT j.queue, 0, 0, count(*), 0, NULL
     FROM /* schema */jobs AS j WHERE j.status = 'running' GROUP BY j.queue
