@@ -58,6 +58,7 @@ from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,12 @@ class Stats:
 class Runner:
     """Runs jobs of ``app`` until stopped; ``run()`` returns the process exit code."""
 
-    def __init__(self, app: "App", *, install_signals: bool = True) -> None:
+    def __init__(self, app: "App", *, install_signals: bool = True,
+                 settings: "Settings | None" = None) -> None:
         self.app = app
-        self.settings = settings = app.settings
+        # ``settings``: the App's, with changes for this runner alone (pgqueue.testing's
+        # queues and concurrency); the App's own when not given.
+        self.settings = settings = settings or app.settings
         self.queues = settings.queues
         self.concurrency = settings.concurrency
         self._install_signals = install_signals
