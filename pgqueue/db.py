@@ -164,13 +164,18 @@ def configure_session(conn: psycopg.Connection, prepared: str = "auto") -> None:
     pooler hands the next statement to a server session that never saw it prepared)."""
     from .worker.connections import reaches_server_directly
 
+    for statement in session_setup(conn, reaches_server_directly(conn), prepared):
+        conn.execute(statement)
+
+
+def session_setup(conn: Any, direct: bool, prepared: str) -> list[str]:
+    """:func:`configure_session`'s choices, made on ``conn`` (a psycopg connection, sync or
+    async): returns the statements to run on it."""
     # A row written by hand may hold JSON that Python cannot decode: reading it must not fail.
     set_json_loads(_json_loads, conn)
-    direct = reaches_server_directly(conn)
     if prepared == "off" or (prepared == "auto" and not direct):
         conn.prepare_threshold = None
-    if direct:
-        conn.execute("SET jit = off")
+    return ["SET jit = off"] if direct else []
 
 
 # ------------------------------------------------------------ error translation
