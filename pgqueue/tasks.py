@@ -142,6 +142,10 @@ class Task(Generic[P, R]):
         """Store a job that runs this task with these (JSON-serialisable) arguments."""
         return EnqueueOptions(self).enqueue(*args, **kwargs)
 
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``enqueue`` for asyncio code: on the App's async pool, never blocking the loop."""
+        return await EnqueueOptions(self).aenqueue(*args, **kwargs)
+
     def max_attempts(self) -> int:
         return self.config.max_attempts or self.app.settings.max_attempts
 
@@ -271,6 +275,14 @@ class EnqueueOptions:
         ids = self._insert(params, 1, insert)
         return Job(task.app, ids[0], created=created[0])
 
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Job:
+        """``enqueue`` for asyncio code, on the App's async pool or on ``conn`` (a psycopg
+        ``AsyncConnection``, an SQLAlchemy ``AsyncConnection``/``AsyncSession``): same checks,
+        same statement, same transactional guarantee (see ``pgqueue.aio``)."""
+        from . import aio
+
+        return await aio.enqueue(self, args, kwargs)
+
     def _call_params(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The checked parameters of one job's insert (the sync and async paths share them)."""
         task = self.task
@@ -289,6 +301,12 @@ class EnqueueOptions:
         ids = self._insert(params, params["count"],
                            lambda p: task.app.store.enqueue_many(p, conn=self.conn))
         return [Job(task.app, job_id) for job_id in ids]
+
+    async def aenqueue_many(self, calls: Iterable[Any]) -> list[Job]:
+        """``enqueue_many`` for asyncio code (see ``aenqueue``)."""
+        from . import aio
+
+        return await aio.enqueue_many(self, calls)
 
     def _many_params(self, calls: Iterable[Any]) -> dict[str, Any]:
         """The checked parameters of a bulk insert (the sync and async paths share them)."""
