@@ -126,6 +126,7 @@ class Runner:
         self._stop_requested = False
         self._hand_back_now = False
         self._drain_deadline: float | None = None
+        self._ending: int | None = None  # the runner id a clean stop is ending
         self._to_release: list[tuple[int, list[tuple[int, int]]]] = []
         self.stats = Stats()
         self.started = threading.Event()
@@ -536,6 +537,9 @@ class Runner:
                 self._notified = True
             logger.warning("runner %s reached the database again after %.1f s: still alive, resuming",
                            change.runner_id, change.silent)
+        elif change.state == leases.LOST and self._ending == change.runner_id:
+            # Our own stop: its NOTIFY makes the heartbeat look at the row we just ended.
+            logger.debug("runner %s: row ended by this stop (%s)", change.runner_id, change.reason)
         elif change.state == leases.LOST:
             abandoned = self.slots.abandon(change.runner_id)
             logger.error("runner %s lost its lease (%s): stopped claiming; abandoning %d running "
@@ -632,6 +636,7 @@ class Runner:
                     and time.monotonic() < deadline:
                 continue
             try:
+                self._ending = runner_id
                 self.stats.handed_back = self._end_runner(runner_id, "stopped", reason,
                                                           "handed back: worker stopping")
                 if self.stats.handed_back:
