@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+import psycopg
 from psycopg.rows import dict_row
 
 from . import db, errors
@@ -120,6 +121,7 @@ def run_pending(app: "App", *, queues: Iterable[str] | None = None, concurrency:
             raise DrainTimeout(f"run_pending: the runner did not start within {timeout} s")
         runner_id = runner.runner_id
         with db.connect(app.database.dsn, connect_timeout=app.settings.connect_timeout) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             cursor = conn.cursor(row_factory=dict_row)
 
             def one(query: str, params: dict) -> dict:
@@ -130,8 +132,12 @@ def run_pending(app: "App", *, queues: Iterable[str] | None = None, concurrency:
                 progress.clear()
                 if failure:
                     raise failure[0]
-                if not one(queries.testing_running, {"runner_id": runner_id})["running"] \
-                        and not one(queries.job_probe, probe)["work"]:
+                # Both questions in one snapshot: a job moving from queued to running between
+                # two snapshots would be in neither.
+                with conn.transaction():
+                    busy = one(queries.testing_running, {"runner_id": runner_id})["running"] \
+                        or one(queries.job_probe, probe)["work"]
+                if not busy:
                     if not (with_scheduled and one(queries.testing_run_scheduled,
                                                    {"queues": probe["queues"]})["moved"]):
                         drained = True
