@@ -8,57 +8,23 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Iterator
 
-import psycopg
 import pytest
-from psycopg import conninfo
 
+from example_support import example_db, example_url  # noqa: F401 - example_db: a fixture
 from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flask_app"
 
 
-@pytest.fixture
-def example_db(database_dsn: str) -> Iterator:
-    """make(): a fresh database for the example, dropped at the end."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pgqflask_example_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(database_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return conninfo.make_conninfo(database_dsn, dbname=name)
-
-    yield make
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        for name in made:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                         (name,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 def _env(dsn: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not (k.startswith(("PGQUEUE_", "FLASK_")) or k == "DATABASE_URL")}
-    env.update(DATABASE_URL=_url(dsn), PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE),
+    env.update(DATABASE_URL=example_url(dsn), PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE),
                                                                    env.get("PYTHONPATH", "")]))
     return env
-
-
-def _url(dsn: str) -> str:
-    """The example's DATABASE_URL: an SQLAlchemy URL (psycopg 2, its default driver)."""
-    info = conninfo.conninfo_to_dict(dsn)
-    user = info.get("user", "")
-    password = f":{info['password']}" if info.get("password") else ""
-    host = info.get("host", "")
-    port = f":{info['port']}" if info.get("port") else ""
-    url = f"postgresql://{user}{password}@{host if not host.startswith('/') else ''}{port}/{info['dbname']}"
-    return url + (f"?host={host}" if host.startswith("/") else "")
 
 
 def flask_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
