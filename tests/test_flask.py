@@ -294,3 +294,6 @@ def test_cli_migrate_status_and_jobs(flask_apps, database_dsn, schema_name) -> N
     assert result.exit_code != 0 and "there is no job 999" in result.output, result.output
     result = runner.invoke(args=["pgqueue", "work", "--concurrency", "0"])
     assert result.exit_code != 0 and "concurrency" in result.output, result.output
+    app.config["PGQUEUE_EAGER"] = True
+    result = runner.invoke(args=["pgqueue", "work"])
+    assert result.exit_code != 0 and "PGQUEUE_EAGER is on" in result.output, result.output

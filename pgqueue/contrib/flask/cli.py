@@ -47,6 +47,10 @@ def work(**options: Any) -> None:
     from ...worker import Runner
 
     app = _queue_app()
+    if current_app.config.get("PGQUEUE_EAGER"):
+        raise click.ClickException(
+            "PGQUEUE_EAGER is on for this app: its jobs run where they are enqueued (a test "
+            "setting); turn it off to run a worker")
     try:
         if any(value is not None for value in options.values()):
             app.close()  # the factory may have used the database: this process now works
