@@ -263,6 +263,19 @@ class App:
             raise errors.ConfigurationError(f"enqueue_many takes a task of this App, not {task!r}")
         return EnqueueOptions(task).options(**options).enqueue_many(calls)
 
+    async def aenqueue_many(self, task: Task[..., Any], calls: Iterable[Any], **options: Any) -> list[Job]:
+        """``enqueue_many`` for asyncio code (``conn=`` an async connection; see ``pgqueue.aio``)."""
+        if not isinstance(task, Task) or task.app is not self:
+            raise errors.ConfigurationError(f"aenqueue_many takes a task of this App, not {task!r}")
+        return await EnqueueOptions(task).options(**options).aenqueue_many(calls)
+
+    async def aclose(self) -> None:
+        """Close the App's async pool of the running event loop (e.g. at the end of a
+        FastAPI lifespan); ``close()`` closes the blocking one."""
+        from . import aio
+
+        await aio.aclose(self)
+
 
 def _default_task_name(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None) or "unknown"

@@ -69,7 +69,12 @@ def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = 
 
     app_settings = Settings.load({"app": options.get("app")})
     app_path = app_settings.app
-    if app_path:
+    if options.get("app_object") is not None:
+        # A framework integration runs these commands on an App it made (``flask pgqueue``):
+        # cli.main(args, obj={"app_object": app}).
+        app = options["app_object"]
+        app.configure(**overrides)
+    elif app_path:
         source = app_settings.source("app")
         app = import_app(app_path, source="--app" if source == "argument" else source)
         app.configure(**overrides)

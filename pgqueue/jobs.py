@@ -114,6 +114,34 @@ class Job:
         finally:
             waiters.unsubscribe(self.id, event)
 
+    # asyncio (pgqueue.aio): the same statements on the App's async pool, never blocking the loop.
+
+    async def ainfo(self) -> dict[str, Any]:
+        """``info()`` for asyncio code."""
+        from . import aio
+
+        return await aio.info(self)
+
+    async def astatus(self) -> str:
+        """``status()`` for asyncio code."""
+        from . import aio
+
+        return await aio.status(self)
+
+    async def acancel(self, reason: str = "cancelled by user") -> str:
+        """``cancel()`` for asyncio code."""
+        from . import aio
+
+        return await aio.cancel(self, reason)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """``result()`` for asyncio code: sleeps on the notification of the statement that
+        finishes the job (the App's one LISTEN connection serves every waiter, blocking or
+        async), holding no pooled connection while it waits."""
+        from . import aio
+
+        return await aio.result(self, timeout)
+
     def _poll(self, deadline: float | None, timeout: float | None) -> Any:
         pause = 0.05
         while True:

@@ -79,6 +79,16 @@ def outcome_op(q: sqlfiles.Queries, job_id: int) -> Operation[tuple[bool, Any]]:
     return False, None
 
 
+def wait_register_op(q: sqlfiles.Queries, job_id: int) -> Operation[int]:
+    """Register a waiter of ``job_id`` (on the App's own connections: autocommit)."""
+    rows = yield q.job_wait_register, {"id": job_id}
+    return rows[0]["id"]
+
+
+def wait_unregister_op(q: sqlfiles.Queries, waiter: int) -> Operation[None]:
+    yield q.job_wait_unregister, {"waiter": waiter}
+
+
 def cancel_op(q: sqlfiles.Queries, job_id: int, reason: str) -> Operation[str]:
     rows = yield q.job_cancel, {"id": job_id, "reason": reason}
     if rows:
@@ -130,7 +140,7 @@ class JobStore:
         return self.run(cancel_op(self.queries, job_id, reason))
 
     def register_waiter(self, job_id: int) -> int:
-        return self._app.database.fetch(self.queries.job_wait_register, {"id": job_id})[0]["id"]
+        return drive(wait_register_op(self.queries, job_id), self._app.database.fetch)
 
     def unregister_waiter(self, waiter: int) -> None:
-        self._app.database.fetch(self.queries.job_wait_unregister, {"waiter": waiter})
+        drive(wait_unregister_op(self.queries, waiter), self._app.database.fetch)

@@ -9,12 +9,13 @@ woken by a NOTIFY that PostgreSQL delivers only at that commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, ParamSpec, TypeVar
 
 from . import errors, serialization
 from .hooks import EnqueueCall
@@ -166,6 +167,10 @@ class Task(Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Store a job that runs this task with these (JSON-serialisable) arguments."""
         return EnqueueOptions(self).enqueue(*args, **kwargs)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job | None:
+        """``enqueue`` for asyncio code: on the App's async pool, never blocking the loop."""
+        return await EnqueueOptions(self).aenqueue(*args, **kwargs)
 
     def max_attempts(self) -> int:
         return self.config.max_attempts or self.app.settings.max_attempts
@@ -338,15 +343,25 @@ class EnqueueOptions:
     def _insert(self, params: dict[str, Any], count: int,
                 insert: Callable[[dict[str, Any]], list[int]]) -> list[int]:
         """Run ``insert`` inside the App's ``around_enqueue`` hooks, if any."""
+        with self._around_enqueue(params, count) as call:
+            ids = insert(params)
+            if call is not None:
+                call.job_ids = ids
+        return ids
+
+    @contextlib.contextmanager
+    def _around_enqueue(self, params: dict[str, Any], count: int) -> Iterator[EnqueueCall | None]:
+        """The App's ``around_enqueue`` hooks around an insert (sync or async): yields the
+        call (None when no hook is registered), whose ``job_ids`` the caller sets."""
         app = self.task.app
         if not app.hooks.enqueue_wrappers:
-            return insert(params)
+            yield None
+            return
         call = EnqueueCall(self.task.name, params["queue"], count, dict(self.meta or {}),
                            transactional=self.conn is not None)
         with app.hooks.wrapping(app.hooks.enqueue_wrappers, call):
             params["meta"] = serialization.encode_meta(call.meta) if call.meta else None
-            call.job_ids = insert(params)
-        return call.job_ids
+            yield call
 
     def _check_size(self, *texts: str | None) -> None:
         limit = self.task.app.settings.max_args_bytes
@@ -365,13 +380,7 @@ class EnqueueOptions:
         (``job.created`` is False; ``job.replaced`` says whether its arguments were replaced),
         or None with ``on_conflict='skip'``."""
         task = self.task
-        task.check_call(args, kwargs)
-        self._check_combination()
-        args_json, kwargs_json = serialization.encode_call(task.func, task.name, args, kwargs)
-        self._check_size(args_json, kwargs_json)
-        params = self._params()
-        params["lock"] = self._lock_key(args, kwargs)
-        params["args"], params["kwargs"] = args_json, kwargs_json
+        params = self._call_params(args, kwargs)
         outcome: list[tuple[bool, bool]] = []
 
         def insert(p: dict[str, Any]) -> list[int]:
@@ -384,9 +393,43 @@ class EnqueueOptions:
             return None  # on_conflict='skip': the key is taken
         return Job(task.app, ids[0], created=outcome[0][0], replaced=outcome[0][1])
 
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Job | None:
+        """``enqueue`` for asyncio code, on the App's async pool or on ``conn`` (a psycopg
+        ``AsyncConnection``, an SQLAlchemy ``AsyncConnection``/``AsyncSession``): same checks,
+        same statement, same transactional guarantee (see ``pgqueue.aio``)."""
+        from . import aio
+
+        return await aio.enqueue(self, args, kwargs)
+
+    def _call_params(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        """The checked parameters of one job's insert (the sync and async paths share them)."""
+        task = self.task
+        task.check_call(args, kwargs)
+        self._check_combination()
+        args_json, kwargs_json = serialization.encode_call(task.func, task.name, args, kwargs)
+        self._check_size(args_json, kwargs_json)
+        params = self._params()
+        params["lock"] = self._lock_key(args, kwargs)
+        params["args"], params["kwargs"] = args_json, kwargs_json
+        return params
+
     def enqueue_many(self, calls: Iterable[Any]) -> list[Job]:
         """Enqueue one job per item, in one statement: a tuple/list of positional arguments,
         or a dict of keyword arguments, per item."""
+        task = self.task
+        params = self._many_params(calls)
+        ids = self._insert(params, params["count"],
+                           lambda p: task.app.store.enqueue_many(p, conn=self.conn))
+        return [Job(task.app, job_id) for job_id in ids]
+
+    async def aenqueue_many(self, calls: Iterable[Any]) -> list[Job]:
+        """``enqueue_many`` for asyncio code (see ``aenqueue``)."""
+        from . import aio
+
+        return await aio.enqueue_many(self, calls)
+
+    def _many_params(self, calls: Iterable[Any]) -> dict[str, Any]:
+        """The checked parameters of a bulk insert (the sync and async paths share them)."""
         for name in ("key", "debounce", "lock"):
             if getattr(self, name) is not None:
                 raise errors.ConfigurationError(
@@ -447,6 +490,4 @@ class EnqueueOptions:
                     raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
         params = self._params()
         params["args"], params["kwargs"], params["count"] = args_json, kwargs_json, len(all_args)
-        ids = self._insert(params, len(all_args),
-                           lambda p: task.app.store.enqueue_many(p, conn=self.conn))
-        return [Job(task.app, job_id) for job_id in ids]
+        return params

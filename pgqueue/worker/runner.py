@@ -58,6 +58,7 @@ from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,12 @@ class Stats:
 class Runner:
     """Runs jobs of ``app`` until stopped; ``run()`` returns the process exit code."""
 
-    def __init__(self, app: "App", *, install_signals: bool = True) -> None:
+    def __init__(self, app: "App", *, install_signals: bool = True,
+                 settings: "Settings | None" = None) -> None:
         self.app = app
-        self.settings = settings = app.settings
+        # ``settings``: the App's, with changes for this runner alone (pgqueue.testing's
+        # queues and concurrency); the App's own when not given.
+        self.settings = settings = settings or app.settings
         self.queues = settings.queues
         self.concurrency = settings.concurrency
         self._install_signals = install_signals
@@ -134,6 +138,7 @@ class Runner:
         self._restart = False
         self._hand_back_now = False
         self._drain_deadline: float | None = None
+        self._ending: int | None = None  # the runner id a clean stop is ending
         self._to_release: list[tuple[int, list[tuple[int, int]]]] = []
         self.stats = Stats()
         self.started = threading.Event()
@@ -633,6 +638,9 @@ class Runner:
                 self._notified = True
             logger.warning("runner %s reached the database again after %.1f s: still alive, resuming",
                            change.runner_id, change.silent)
+        elif change.state == leases.LOST and self._ending == change.runner_id:
+            # Our own stop: its NOTIFY makes the heartbeat look at the row we just ended.
+            logger.debug("runner %s: row ended by this stop (%s)", change.runner_id, change.reason)
         elif change.state == leases.LOST:
             abandoned = self.slots.abandon(change.runner_id)
             logger.error("runner %s lost its lease (%s): stopped claiming; abandoning %d running "
@@ -729,6 +737,7 @@ class Runner:
                     and time.monotonic() < deadline:
                 continue
             try:
+                self._ending = runner_id
                 self.stats.handed_back = self._end_runner(runner_id, "stopped", reason,
                                                           "handed back: worker stopping")
                 if self.stats.handed_back:

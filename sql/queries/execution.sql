@@ -315,12 +315,17 @@ WHERE e.attempt = o.attempt AND e.runner_id = o.runner_id AND e.from_status = 'r
 -- name: job_probe
 -- Whether a claim in mode 'all' or over a list of queues could find work now, read-only (no
 -- row lock, no transaction id, no WAL): an idle runner's poll runs this and claims only when
--- it says yes.
+-- it says yes. Paused queues hold no work for it.
 SELECT CASE WHEN %(mode)s::text = 'all'
             THEN EXISTS (SELECT 1 FROM /* schema */jobs AS j
-                         WHERE j.status = 'queued' AND j.due AND j.run_at <= now())
+                         WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
+                           AND NOT (j.queue = ANY (ARRAY(SELECT q.name FROM /* schema */queues AS q
+                                                         WHERE q.paused_at IS NOT NULL))))
             ELSE EXISTS (SELECT 1 FROM /* schema */jobs AS j
-                         WHERE j.queue = ANY (%(queues)s::text[])
+                         WHERE j.queue = ANY (ARRAY(
+                                   SELECT s.queue FROM unnest(%(queues)s::text[]) AS s(queue)
+                                   WHERE NOT EXISTS (SELECT 1 FROM /* schema */queues AS q
+                                                     WHERE q.name = s.queue AND q.paused_at IS NOT NULL)))
                            AND j.status = 'queued' AND j.due AND j.run_at <= now())
        END AS work
 
