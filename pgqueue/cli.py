@@ -545,6 +545,47 @@ def queues_limit(ctx: click.Context, name: str, concurrency: int | None, rate: i
     click.echo(f"queue {name!r}: {' and '.join(parts)}")
 
 
+# ------------------------------------------------------------------ roles
+
+@command()
+@click.pass_context
+def roles(ctx: click.Context) -> None:
+    """Print the SQL of the producer, worker and reader roles of the schema (see `grant`)."""
+    from . import roles as role_sql
+
+    schema = ctx.find_root().obj.get("schema") or load_app(ctx, announce=False, read_only=True).settings.schema
+    click.echo(role_sql.script(schema))
+
+
+@command()
+@click.option("--to", "members", multiple=True, metavar="KIND=LOGIN",
+              help="Also grant a role to a login, e.g. --to producer=webapp (repeatable).")
+@click.pass_context
+def grant(ctx: click.Context, members: tuple[str, ...]) -> None:
+    """Create the producer, worker and reader roles of the schema and grant their rights
+    (idempotent: run it again after each upgrade). Needs CREATEROLE and the schema's owner."""
+    from . import roles as role_sql
+
+    app = load_app(ctx, read_only=True)
+    names = role_sql.RoleNames.for_schema(app.settings.schema)
+    grants: dict[str, list[str]] = {}
+    for member in members:
+        kind, sep, login = member.partition("=")
+        if not sep or not login:
+            raise errors.ConfigurationError(f"--to takes KIND=LOGIN (e.g. producer=webapp), not {member!r}")
+        names.of(kind)
+        grants.setdefault(kind, []).append(role_sql.validate_role_name(login))
+    sql = role_sql.script(app.settings.schema, names) + "\n" + role_sql.membership(names, grants)
+    with app.database.connection() as conn:
+        with conn.transaction():
+            conn.execute(sql)
+    click.echo(f"roles {names.producer}, {names.worker} and {names.reader} are ready")
+    for kind, logins in grants.items():
+        click.echo(f"  {names.of(kind)} granted to {', '.join(logins)}")
+    if not grants:
+        click.echo(f"grant them to your logins, e.g. GRANT {names.producer} TO webapp;")
+
+
 @command()
 @click.option("--older-than", "older_than", required=True, metavar="AGE",
               help="Delete jobs that finished longer ago than this (e.g. 7d, 12h).")
