@@ -148,16 +148,24 @@ def test_retry_and_cancel_from_sql_say_what_they_did(wapp, admin) -> None:
     assert "from psql" in reasons
 
 
-def test_every_function_has_a_comment_and_a_fixed_search_path(app, admin) -> None:
+API_FUNCTIONS = {"enqueue", "enqueue_job", "enqueue_many", "cancel", "cancel_jobs", "retry", "retry_jobs",
+                 "pause_queue", "resume_queue", "limit_queue"}
+
+
+def test_every_function_has_a_comment_and_the_api_a_fixed_search_path(app, admin) -> None:
     rows = admin.execute("""
-        SELECT p.proname, obj_description(p.oid, 'pg_proc'), p.proconfig
+        SELECT p.proname, obj_description(p.oid, 'pg_proc'), p.proconfig, p.prosecdef,
+               has_function_privilege('public', p.oid, 'EXECUTE')
         FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
         WHERE n.nspname = %s""", (app.settings.schema,)).fetchall()
     assert len(rows) >= 20
-    for name, comment, config in rows:
+    assert API_FUNCTIONS <= {r[0] for r in rows}
+    for name, comment, config, definer, public in rows:
         assert comment, f"function {name} has no COMMENT"
-        if name != "due_soon":  # inlined into index predicates: a SET would stop that
-            assert config and any(c.startswith("search_path=") for c in config), f"{name}: no fixed search_path"
+        if definer or name in API_FUNCTIONS:
+            assert definer, f"{name} should run as its owner"
+            assert config and "search_path=pg_catalog, pg_temp" in config, f"{name}: no fixed search_path"
+            assert not public, f"anyone may call {name}"
 
 
 TRIGGER_RECIPE = """

@@ -33,8 +33,7 @@ ALTER TABLE /* schema */jobs
     DROP COLUMN IF EXISTS blocked,
     DROP COLUMN IF EXISTS superseded_by;
 UPDATE /* schema */schema_info SET value = '0003' WHERE key = 'compatible_since';
-ALTER FUNCTION /* schema */wake(text[]) RESET search_path;
-ALTER FUNCTION /* schema */notify_finished(bigint[]) RESET search_path;
+
 
 -- 0003's requeue_attempts, as it was.
 CREATE OR REPLACE FUNCTION /* schema */requeue_attempts(

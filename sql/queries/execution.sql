@@ -38,31 +38,27 @@ WITH me AS MATERIALIZED (
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
-), claim_one AS MATERIALIZED (
-    SELECT j.ctid, j.id
-    FROM /* schema */jobs AS j
-    WHERE %(mode)s::text = 'one' AND EXISTS (SELECT FROM gate)
-      AND NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[]))
-      AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT %(limit)s::int
-    FOR UPDATE SKIP LOCKED
 ), allowance AS MATERIALIZED (
     -- Mode 'limited' only: how many the queue's limits allow now (serialized per queue).
     SELECT /* schema */queue_allowance(%(queue)s::text, %(limit)s::int) AS n
     FROM (SELECT 1 WHERE %(mode)s::text = 'limited') AS limited_mode
-    WHERE EXISTS (SELECT FROM gate) AND NOT (%(queue)s::text = ANY ((SELECT paused FROM guard)::text[]))
-), claim_limited AS MATERIALIZED (
+    WHERE EXISTS (SELECT FROM gate)
+), claim_one AS MATERIALIZED (
+    -- Modes 'one' (a queue that is neither paused nor limited) and 'limited' (within what
+    -- queue_allowance granted): one ordered scan of the queue's range of jobs_claim_idx.
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE %(mode)s::text = 'limited' AND EXISTS (SELECT FROM allowance)
+    WHERE %(mode)s::text IN ('one', 'limited') AND EXISTS (SELECT FROM gate)
+      AND (%(mode)s::text = 'limited' OR NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[])))
       AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
     ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT (SELECT n FROM allowance)
+    LIMIT CASE WHEN %(mode)s::text = 'limited' THEN (SELECT n FROM allowance) ELSE %(limit)s::int END
     FOR UPDATE SKIP LOCKED
 ), started AS (
+    -- Mode 'limited': the starts, remembered for the queue's rate limit.
     SELECT /* schema */record_starts(%(queue)s::text, count(*)::int) AS n
-    FROM claim_limited
+    FROM claim_one
+    WHERE %(mode)s::text = 'limited'
     HAVING count(*) > 0
 ), any_queue AS (
     -- Mode 'many' without a list: the distinct queues that hold runnable jobs, one probe of
@@ -112,7 +108,6 @@ WITH me AS MATERIALIZED (
     SELECT ctid, id FROM claim_all
     UNION ALL SELECT ctid, id FROM claim_one
     UNION ALL SELECT ctid, id FROM claim_many
-    UNION ALL SELECT ctid, id FROM claim_limited
 ), claimed AS (
     UPDATE /* schema */jobs AS j
     SET status = 'running', runner_id = %(runner_id)s::bigint, attempts = j.attempts + 1,
@@ -147,12 +142,8 @@ WITH me AS MATERIALIZED (
           AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
     ) OR EXISTS (
         SELECT 1 FROM /* schema */jobs AS j
-        WHERE %(mode)s::text = 'one' AND j.queue = %(queue)s::text AND j.status = 'queued'
-          AND NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[]))
-          AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
-    ) OR EXISTS (
-        SELECT 1 FROM /* schema */jobs AS j
-        WHERE %(mode)s::text = 'limited' AND j.queue = %(queue)s::text AND j.status = 'queued'
+        WHERE %(mode)s::text IN ('one', 'limited') AND j.queue = %(queue)s::text AND j.status = 'queued'
+          AND (%(mode)s::text = 'limited' OR NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[])))
           AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
     ) OR EXISTS (
         SELECT 1 FROM served AS s
