@@ -453,7 +453,7 @@ def enqueue_once(dsn: str, clients: int, notify: bool, duration: float) -> float
 def bench_enqueue(opts: argparse.Namespace) -> list[Result]:
     results = []
     medians: dict[tuple[int, bool], float] = {}
-    for clients in (1, 4):
+    for clients in (1, 4, 8):
         for notify in (False, True):
             label = (f"{clients} client{'s' if clients > 1 else ''}, "
                      + ("NOTIFY on every enqueue" if notify else "no runner waiting (no NOTIFY)"))
