@@ -31,7 +31,9 @@ pooler; a pass that stalls mid-way loses its transaction, and the row lock with 
 
 Then, in its own transaction (a failing reap must not stop scheduled jobs from running),
 ``job_promote``: queued jobs whose ``run_at`` has come move into the claim indexes, and runners
-waiting on their queues are woken.
+waiting on their queues are woken. Then, each in short transactions of its own, the due ticks of
+cron schedules fire (``firing.py``) and, every few seconds, finished jobs past retention are
+deleted (``retention.py``).
 
 Not handled here: a runner that heartbeats but whose tasks hang (the task ``timeout``).
 """
@@ -41,10 +43,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import sqlfiles
 from .connections import ServiceConnection
+
+if TYPE_CHECKING:
+    from .firing import Firing
+    from .retention import Retention
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +71,8 @@ class PassResult:
     cancelled: int = 0
     swept: int = 0
     promoted: int = 0
+    fired: int = 0  # ticks of cron schedules
+    pruned: int = 0  # finished jobs past retention
 
 
 @dataclass
@@ -97,8 +105,11 @@ class Maintenance:
 
     def __init__(self, *, queries: sqlfiles.Queries, interval: float, dead_after: float,
                  max_crashes: int, process_checks: bool, statement_timeout: float,
-                 emit: Callable[..., None] = lambda name, **fields: None) -> None:
+                 emit: Callable[..., None] = lambda name, **fields: None,
+                 firing: "Firing | None" = None, retention: "Retention | None" = None) -> None:
         self._emit = emit
+        self.firing = firing
+        self.retention = retention
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
@@ -147,9 +158,12 @@ class Maintenance:
         with pg.transaction():
             conn.run(q.raw("maintenance_begin"), timeouts)
             promoted = conn.run_one(q.raw("job_promote"), {"batch": PROMOTE_BATCH})[0]
+        fired = self.firing.run_once(conn, runner_id, timeouts=timeouts).fired if self.firing else 0
+        pruned = self.retention.run_once(conn, at, timeouts=timeouts).jobs \
+            if self.retention and self.retention.due() else 0
         result = PassResult(True, at, tuple(d[0] for d in dead), tuple(d[1] for d in dead),
                             counts.get("queued", 0), counts.get("failed", 0),
-                            counts.get("cancelled", 0), swept, promoted)
+                            counts.get("cancelled", 0), swept, promoted, fired, pruned)
         _log(result)
         for runner_id, reason, _max, silent, _told in dead:
             self._emit("runner_dead", runner_id=runner_id, reason=reason, silent_for=silent,

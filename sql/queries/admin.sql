@@ -89,10 +89,12 @@ SELECT coalesce(max(id), 0) AS id FROM /* schema */jobs
 -- name: job_prune_batch
 -- Deletes up to `batch` jobs of one final status that finished before `before`, oldest first,
 -- with their events: one short transaction that never holds many locks (jobs_finished_idx).
+-- A job whose period-scoped key is still in its period stays: it keeps the key taken.
 WITH doomed AS (
     SELECT id
     FROM /* schema */jobs
     WHERE status = %(status)s::text AND finished_at < %(before)s::timestamptz
+      AND (key_until IS NULL OR key_until <= now())
     ORDER BY finished_at
     LIMIT %(batch)s::int
     FOR UPDATE SKIP LOCKED
