@@ -61,6 +61,12 @@ WITH plan AS (
                                    'late', t.late)) AS e
 ), events AS (
     INSERT INTO /* schema */schedule_events (schedule_id, kind, tick, job_id, runner_id, reason)
+    -- Missed ticks first: they come before the fired ones, so ids follow the ticks.
+    SELECT m.id, 'missed', m.tick, NULL, %(runner_id)s::bigint, m.reason
+    FROM unnest(%(missed_ids)s::text[], %(missed_ticks)s::timestamptz[], %(missed_reasons)s::text[])
+         AS m(id, tick, reason)
+    JOIN advanced AS a ON a.id = m.id AND NOT a.orphan
+    UNION ALL
     SELECT f.id, CASE WHEN f.created THEN 'fired' ELSE 'skipped' END, f.tick, f.job_id,
            %(runner_id)s::bigint,
            CASE WHEN f.created THEN f.reason
@@ -70,11 +76,6 @@ WITH plan AS (
                          LIMIT 1) || ' of an earlier tick', 'the job of an earlier tick')
                      || ' is still queued or running' END
     FROM fired AS f
-    UNION ALL
-    SELECT m.id, 'missed', m.tick, NULL, %(runner_id)s::bigint, m.reason
-    FROM unnest(%(missed_ids)s::text[], %(missed_ticks)s::timestamptz[], %(missed_reasons)s::text[])
-         AS m(id, tick, reason)
-    JOIN advanced AS a ON a.id = m.id AND NOT a.orphan
     UNION ALL
     SELECT a.id, 'orphaned', NULL, NULL, %(runner_id)s::bigint,
            'its tick came and no live runner declares it any more: it stops firing until a runner '
