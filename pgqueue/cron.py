@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import threading
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -90,6 +91,10 @@ class Cron:
         except Exception as exc:  # croniter raises several kinds, all about the expression
             raise errors.ConfigurationError(f"cron {expression!r} is not valid: {exc}") from None
         self._expanded = expanded
+        # One croniter, moved to each start (parsing the expression anew would cost more than
+        # the search); the lock: a parsed Cron is shared by the threads of a process.
+        self._matches = croniter(expanded, dt.datetime(2000, 1, 1))
+        self._lock = threading.Lock()
         # Real time: the hour field matches every hour (or steps through them from the first).
         self.realtime = fields[1].startswith("*")
         try:
@@ -121,12 +126,13 @@ class Cron:
             elif fold == 1 and not self.realtime:
                 back_at = self._transition(instant - delta, instant)
                 start = back_at.astimezone(self.zone).replace(tzinfo=None) + delta - _TINY
-        matches = croniter(self._expanded, start)
-        for _ in range(_MAX_STEPS):
-            candidate = matches.get_next(dt.datetime)
-            found = next((t for t in self._instants(candidate) if t > instant), None)
-            if found is not None:
-                return found if best is None else min(found, best)
+        with self._lock:
+            self._matches.set_current(start, force=True)
+            for _ in range(_MAX_STEPS):
+                candidate = self._matches.get_next(dt.datetime)
+                found = next((t for t in self._instants(candidate) if t > instant), None)
+                if found is not None:
+                    return found if best is None else min(found, best)
         if best is not None:
             return best
         raise errors.ConfigurationError(f"cron {self.expression!r} has no tick after {instant}")
@@ -135,8 +141,17 @@ class Cron:
         return self.next_after(instant - _TINY)
 
     def latest_at_or_before(self, instant: dt.datetime, floor: dt.datetime) -> dt.datetime | None:
-        """The latest tick in [floor, instant], or None: looks back in doubling steps, so the
-        cost does not grow with how far back ``floor`` is."""
+        """The latest tick in [floor, instant], or None. croniter's own backward search on the
+        wall clock gives a guess, checked forwards; failing that (around a daylight-saving
+        change), a look back in doubling steps, whose cost does not grow with how far back
+        ``floor`` is."""
+        wall = instant.astimezone(self.zone).replace(tzinfo=None)
+        with self._lock:
+            self._matches.set_current(wall + _SECOND, force=True)
+            guess = self._matches.get_prev(dt.datetime)
+        for tick in reversed(self._instants(guess)):
+            if floor <= tick <= instant and self.next_after(tick) > instant:
+                return tick
         step = _SECOND
         while True:
             start = max(instant - step, floor)
@@ -161,7 +176,9 @@ class Cron:
     # -------------------------------------------------------------- wall clock
 
     def _first_at_or_after(self, wall: dt.datetime) -> dt.datetime:
-        return croniter(self._expanded, wall - _TINY).get_next(dt.datetime)
+        with self._lock:
+            self._matches.set_current(wall - _TINY, force=True)
+            return self._matches.get_next(dt.datetime)
 
     def _offsets(self, wall: dt.datetime) -> tuple[dt.timedelta | None, dt.timedelta | None]:
         return (wall.replace(tzinfo=self.zone, fold=0).utcoffset(),

@@ -172,3 +172,45 @@ def test_ticks_while_paused_are_missed_not_caught_up() -> None:
 def test_a_cursor_written_by_hand_goes_to_the_next_tick() -> None:
     result = plan(MINUTELY, utc(2026, 1, 1, 12, 0, 0, 123), utc(2026, 1, 1, 12, 1, 2))
     assert [t for t, _, _ in result.fire] == [utc(2026, 1, 1, 12, 1)]
+
+
+def _by_the_rules(expression: str, zone: str, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The ticks in (start, end] by the documented rules, the slow way: every real minute whose
+    wall-clock time matches (the second pass of a repeated hour only for real-time schedules),
+    plus the first instant after a gap for each matching wall-clock time inside it."""
+    from croniter import croniter
+
+    local, realtime = ZoneInfo(zone), Cron(expression, zone).realtime
+    first_wall = start.astimezone(local).replace(tzinfo=None) - dt.timedelta(hours=3)
+    last_wall = end.astimezone(local).replace(tzinfo=None) + dt.timedelta(hours=3)
+    matching, walls_ = set(), croniter(expression, first_wall)
+    while (wall := walls_.get_next(dt.datetime)) <= last_wall:
+        matching.add(wall)
+    found, at = set(), start + dt.timedelta(minutes=1)
+    while at <= end:
+        wall = at.astimezone(local)
+        if wall.replace(tzinfo=None) in matching and (wall.fold == 0 or realtime):
+            found.add(at)
+        at += dt.timedelta(minutes=1)
+    for wall in matching:
+        before, after = wall.replace(tzinfo=local, fold=0), wall.replace(tzinfo=local, fold=1)
+        if before.astimezone(UTC) > after.astimezone(UTC):  # inside a gap
+            first_after_gap = after.astimezone(UTC)
+            while first_after_gap.astimezone(local).utcoffset() != after.utcoffset():
+                first_after_gap += dt.timedelta(minutes=1)
+            if start < first_after_gap <= end:
+                found.add(first_after_gap)
+    return sorted(found)
+
+
+TRANSITION_DAYS = {BERLIN: (utc(2026, 3, 29), utc(2026, 10, 25)), NEW_YORK: (utc(2026, 3, 8), utc(2026, 11, 1)),
+                   "Australia/Lord_Howe": (utc(2026, 4, 5), utc(2026, 10, 4))}
+
+
+@pytest.mark.parametrize("zone", list(TRANSITION_DAYS))
+@pytest.mark.parametrize("expression", ["*/20 * * * *", "30 2 * * *", "10,40 1-3 * * *", "45 */2 * * *"])
+def test_ticks_agree_with_the_rules_computed_minute_by_minute(zone, expression) -> None:
+    """Lord Howe shifts by 30 minutes: nothing assumes an hour."""
+    for day in TRANSITION_DAYS[zone]:
+        start, end = day - dt.timedelta(hours=14), day + dt.timedelta(hours=14)
+        assert ticks(expression, zone, start, end) == _by_the_rules(expression, zone, start, end), (zone, day)
