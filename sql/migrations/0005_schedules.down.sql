@@ -5,6 +5,7 @@ DROP FUNCTION IF EXISTS /* schema */remove_schedule(text, text);
 DROP FUNCTION IF EXISTS /* schema */trigger_schedule(text, text);
 DROP FUNCTION IF EXISTS /* schema */resume_schedule(text, text);
 DROP FUNCTION IF EXISTS /* schema */pause_schedule(text, text, text);
+DROP FUNCTION IF EXISTS /* schema */schedule_set_paused(text, boolean, text, text);
 DROP FUNCTION IF EXISTS /* schema */schedule_instant_text(timestamptz);
 DROP FUNCTION IF EXISTS /* schema */schedule_declared(text);
 DROP TABLE IF EXISTS /* schema */schedule_events;

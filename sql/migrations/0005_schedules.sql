@@ -141,50 +141,48 @@ COMMENT ON FUNCTION /* schema */schedule_instant_text(timestamptz) IS
     'An instant as ISO 8601 text in UTC (how a job''s meta.scheduled_for is written).';
 
 -- ------------------------------------------------------------------ controls
-CREATE FUNCTION /* schema */pause_schedule(schedule_id text, reason text DEFAULT NULL, by text DEFAULT NULL)
+-- schedule_set_paused(id, paused, reason, by): the one definition of pausing and resuming.
+CREATE FUNCTION /* schema */schedule_set_paused(p_id text, p_paused boolean, p_reason text, p_by text)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
 BEGIN
     UPDATE /* schema */schedules AS s
-    SET paused_at = now(), paused_by = pause_schedule.by, pause_reason = pause_schedule.reason
-    WHERE s.id = pause_schedule.schedule_id AND s.paused_at IS NULL;
+    SET paused_at = CASE WHEN p_paused THEN now() END,
+        paused_by = CASE WHEN p_paused THEN p_by END,
+        pause_reason = CASE WHEN p_paused THEN p_reason END,
+        resumed_at = CASE WHEN p_paused THEN s.resumed_at ELSE now() END
+    WHERE s.id = p_id AND (s.paused_at IS NULL) = p_paused;
     IF FOUND THEN
         INSERT INTO /* schema */schedule_events (schedule_id, kind, reason)
-        VALUES (pause_schedule.schedule_id, 'paused',
-                'paused' || coalesce(' by ' || pause_schedule.by, '') || coalesce(': ' || pause_schedule.reason, ''));
+        VALUES (p_id, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END,
+                CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END || coalesce(' by ' || p_by, '')
+                || CASE WHEN p_paused THEN coalesce(': ' || p_reason, '')
+                        ELSE '; ticks while paused are not caught up' END);
         RETURN true;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM /* schema */schedules AS s WHERE s.id = pause_schedule.schedule_id) THEN
-        RAISE EXCEPTION 'pgqueue.pause_schedule: there is no schedule %', quote_literal(pause_schedule.schedule_id)
-            USING ERRCODE = 'P0002';
+    IF NOT EXISTS (SELECT 1 FROM /* schema */schedules AS s WHERE s.id = p_id) THEN
+        RAISE EXCEPTION 'pgqueue.%_schedule: there is no schedule %',
+            CASE WHEN p_paused THEN 'pause' ELSE 'resume' END, quote_literal(p_id) USING ERRCODE = 'P0002';
     END IF;
     RETURN false;
 END
+$$;
+
+COMMENT ON FUNCTION /* schema */schedule_set_paused(text, boolean, text, text) IS
+    'Used by pause_schedule and resume_schedule: pause or resume a schedule, with an event; false when it already was.';
+
+CREATE FUNCTION /* schema */pause_schedule(schedule_id text, reason text DEFAULT NULL, by text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT /* schema */schedule_set_paused(pause_schedule.schedule_id, true, pause_schedule.reason, pause_schedule.by)
 $$;
 
 COMMENT ON FUNCTION /* schema */pause_schedule(text, text, text) IS
     'Pause a schedule: from its commit on its ticks are recorded as missed (paused) and nothing fires; a manual trigger still runs. Returns false when it was paused already.';
 
 CREATE FUNCTION /* schema */resume_schedule(schedule_id text, by text DEFAULT NULL) RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-BEGIN
-    UPDATE /* schema */schedules AS s
-    SET paused_at = NULL, paused_by = NULL, pause_reason = NULL, resumed_at = now()
-    WHERE s.id = resume_schedule.schedule_id AND s.paused_at IS NOT NULL;
-    IF FOUND THEN
-        INSERT INTO /* schema */schedule_events (schedule_id, kind, reason)
-        VALUES (resume_schedule.schedule_id, 'resumed', 'resumed' || coalesce(' by ' || resume_schedule.by, '')
-                || '; ticks while paused are not caught up');
-        RETURN true;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM /* schema */schedules AS s WHERE s.id = resume_schedule.schedule_id) THEN
-        RAISE EXCEPTION 'pgqueue.resume_schedule: there is no schedule %', quote_literal(resume_schedule.schedule_id)
-            USING ERRCODE = 'P0002';
-    END IF;
-    RETURN false;
-END
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT /* schema */schedule_set_paused(resume_schedule.schedule_id, false, NULL, resume_schedule.by)
 $$;
 
 COMMENT ON FUNCTION /* schema */resume_schedule(text, text) IS
