@@ -109,6 +109,7 @@ CREATE INDEX schedule_events_at_idx ON /* schema */schedule_events (at);
 
 COMMENT ON TABLE /* schema */schedule_events IS
     'History of schedules: every tick fired (with its job), missed (nobody fired it in time, the schedule was paused, or the catch-up policy left it) or skipped (overlap), manual triggers, and changes (created, redefined, declared again, orphaned, paused, resumed, removed), each with the reason.';
+COMMENT ON COLUMN /* schema */schedule_events.id IS 'Order of events (increasing).';
 COMMENT ON COLUMN /* schema */schedule_events.schedule_id IS 'The schedule.';
 COMMENT ON COLUMN /* schema */schedule_events.at IS 'When it was recorded (database clock).';
 COMMENT ON COLUMN /* schema */schedule_events.kind IS
