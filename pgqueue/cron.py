@@ -295,12 +295,12 @@ def plan(schedule: Cron, cursor: dt.datetime, now: dt.datetime, *, catch_up: str
                 # A tick on time fires now anyway: it stands for the missed ones.
                 tick = _record_missed(schedule, tick, on_time_from, result.missed,
                                       lambda t: f"{late_by(t)}: superseded by the tick on time at "
-                                                f"{_iso(on_time)} (catch-up latest)")
+                                                f"{iso(on_time)} (catch-up latest)")
             else:
                 assert latest is not None
                 tick = _record_missed(schedule, tick, latest, result.missed,
                                       lambda t: f"{late_by(t)}: superseded by the catch-up of the "
-                                                f"tick at {_iso(latest)} (catch-up latest)")
+                                                f"tick at {iso(latest)} (catch-up latest)")
                 result.fire.append((latest, True, f"{late_by(latest)} (catch-up latest)"))
                 tick = schedule.next_after(latest)
     while tick <= now:
@@ -318,7 +318,7 @@ def _record_missed(schedule: Cron, tick: dt.datetime, until: dt.datetime,
     listed = 0
     while tick < until:
         if listed == MAX_LISTED:
-            out.append((tick, f"{reason(tick)}; so were the later ticks before {_iso(until)}, not "
+            out.append((tick, f"{reason(tick)}; so were the later ticks before {iso(until)}, not "
                               "listed one by one"))
             return schedule.first_at_or_after(until)
         out.append((tick, reason(tick)))
@@ -327,5 +327,5 @@ def _record_missed(schedule: Cron, tick: dt.datetime, until: dt.datetime,
     return tick
 
 
-def _iso(instant: dt.datetime) -> str:
+def iso(instant: dt.datetime) -> str:
     return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

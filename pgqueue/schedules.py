@@ -275,52 +275,54 @@ def sync(app: "App", conn: Any, runner_id: int, *, redefine: bool = True,
         now = conn.run_one(q.raw("admin_now"), {})[0]
         existing = {r[0]: r for r in conn.run(q.raw("schedule_sync_read"),
                                               {"ids": sorted(rows_in), "runner_id": runner_id})}
-        writes, created, redefined, again, unchanged = [], [], [], [], 0
+        writes, outcome = [], {"created": [], "redefined": [], "declared": [], None: []}
         for schedule_id, wanted in sorted(rows_in.items()):
-            definition = definitions[schedule_id]
-            old = existing.get(schedule_id)
-            entry = dict(wanted, definition=dict(wanted), write=False, event=None, reason=None,
-                         next_run_at=None)
-            if old is None:
-                entry.update(write=True, event="created",
-                             next_run_at=definition.schedule().next_after(now),
-                             reason=f"created: {definition.cron!r} in {definition.timezone}; first tick "
-                                    f"after {crons._iso(now)}, none before")
-                created.append(schedule_id)
-            else:
-                stored = _stored(old)
-                changes = [k for k in _COMPARED if stored[k] != wanted[k]] if redefine else []
-                entry["next_run_at"] = old[12]
-                if not changes:
-                    entry.update({k: stored[k] for k in _COMPARED})
-                _warn_about_others(schedule_id, wanted, old[14])
-                notes = []
-                if changes:
-                    timing = bool({"cron", "timezone"} & set(changes))
-                    if timing:
-                        entry["next_run_at"] = definition.schedule().next_after(now)
-                    notes.append(f"redefined by runner {runner_id}: " + "; ".join(
-                        f"{k} {_show(stored[k])} -> {_show(wanted[k])}" for k in changes))
-                    if timing:
-                        notes.append(f"first tick of the new timing after {crons._iso(now)}")
-                    entry.update(write=True, event="redefined")
-                    redefined.append(schedule_id)
-                if old[13] is not None:
-                    notes.append(f"declared again by runner {runner_id} after being orphaned since "
-                                 f"{crons._iso(old[13])}; missed ticks follow its catch-up policy")
-                    entry.update(write=True, event=entry["event"] or "declared")
-                    again.append(schedule_id)
-                if entry["write"]:
-                    entry["reason"] = "; ".join(notes)
-                    logger.warning("schedule %r: %s", schedule_id, entry["reason"])
-                else:
-                    unchanged += 1
+            entry = _decide(definitions[schedule_id], wanted, existing.get(schedule_id), now, runner_id,
+                            redefine)
+            outcome[entry["event"]].append(schedule_id)
+            if entry["event"] == "redefined" and existing[schedule_id][13] is not None:
+                outcome["declared"].append(schedule_id)
             writes.append(entry)
         conn.run(q.raw("schedule_sync"), {"schedules": json.dumps(writes, default=_json_default),
                                            "runner_id": runner_id})
-    for schedule_id in created:
+    for schedule_id in outcome["created"]:
         logger.info("schedule %r created: %s", schedule_id, definitions[schedule_id].cron)
-    return SyncResult(tuple(created), tuple(redefined), tuple(again), unchanged)
+    return SyncResult(tuple(outcome["created"]), tuple(outcome["redefined"]), tuple(outcome["declared"]),
+                      len(outcome[None]))
+
+
+def _decide(definition: Definition, wanted: dict[str, Any], old: Sequence[Any] | None, now: dt.datetime,
+            runner_id: int, redefine: bool) -> dict[str, Any]:
+    """What a sync writes for one declared schedule: its row (``write``), the event, the reason."""
+    entry = dict(wanted, definition=dict(wanted), write=False, event=None, reason=None, next_run_at=None)
+    if old is None:
+        return dict(entry, write=True, event="created", next_run_at=definition.schedule().next_after(now),
+                    reason=f"created: {definition.cron!r} in {definition.timezone}; first tick after "
+                           f"{crons.iso(now)}, none before")
+    stored = _stored(old)
+    changes = [k for k in _COMPARED if stored[k] != wanted[k]] if redefine else []
+    if redefine:
+        _warn_about_others(definition.id, wanted, old[14])
+    entry["next_run_at"] = old[12]
+    notes = []
+    if changes:
+        timing = bool({"cron", "timezone"} & set(changes))
+        notes.append(f"redefined by runner {runner_id}: " + "; ".join(
+            f"{k} {_show(stored[k])} -> {_show(wanted[k])}" for k in changes))
+        if timing:  # like a new schedule: from now on
+            entry["next_run_at"] = definition.schedule().next_after(now)
+            notes.append(f"first tick of the new timing after {crons.iso(now)}")
+        entry.update(write=True, event="redefined")
+    else:
+        entry.update({k: stored[k] for k in _COMPARED})
+    if old[13] is not None:
+        notes.append(f"declared again by runner {runner_id} after being orphaned since "
+                     f"{crons.iso(old[13])}; missed ticks follow its catch-up policy")
+        entry.update(write=True, event=entry["event"] or "declared")
+    if entry["write"]:
+        entry["reason"] = "; ".join(notes)
+        logger.warning("schedule %r: %s", definition.id, entry["reason"])
+    return entry
 
 
 _COMPARED = ("task", "cron", "timezone", "args", "kwargs", "queue", "priority", "max_attempts",

@@ -169,13 +169,13 @@ def _report(planned: list[_Planned], rows: Sequence[Sequence[Any]]) -> FireResul
         plan = plans[schedule_id].plan
         if missed:
             logger.warning("schedule %r: %d tick(s) missed, from %s (%s)", schedule_id, missed,
-                           crons._iso(plan.missed[0][0]), plan.missed[0][1])
+                           crons.iso(plan.missed[0][0]), plan.missed[0][1])
         if skipped:
             logger.info("schedule %r: %d tick(s) skipped: its previous job is still queued or running "
                         "(overlap skip)", schedule_id, skipped)
         for tick, late, reason in plan.fire:
             if late:
-                logger.info("schedule %r: fired the tick at %s, %s", schedule_id, crons._iso(tick), reason)
+                logger.info("schedule %r: fired the tick at %s, %s", schedule_id, crons.iso(tick), reason)
             else:
-                logger.debug("schedule %r: fired the tick at %s", schedule_id, crons._iso(tick))
+                logger.debug("schedule %r: fired the tick at %s", schedule_id, crons.iso(tick))
     return result
