@@ -29,8 +29,9 @@ def start_cron_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> It
     """Start `pgqueue work` on tests/cronapp.py declaring the given schedules."""
     started: list[Worker] = []
 
-    def start(specs: list[dict[str, Any]], *args: str, env: dict[str, str] | None = None) -> Worker:
-        worker = Worker(database_dsn, schema_name, tmp_path / f"cron-worker-{len(started)}.log", *args,
+    def start(specs: list[dict[str, Any]], *args: str, env: dict[str, str] | None = None,
+              dsn: str | None = None) -> Worker:
+        worker = Worker(dsn or database_dsn, schema_name, tmp_path / f"cron-worker-{len(started)}.log", *args,
                         env={"CRONAPP_SCHEDULES": json.dumps(specs), **(env or {})}, app="cronapp:app")
         started.append(worker)
         return worker
@@ -137,6 +138,34 @@ def test_a_runner_killed_in_the_middle_of_a_fire_leaves_the_tick_to_another(wapp
     assert len(fired) == 1 and fired[0][0] == "fired" and fired[0][3] != runner, fired
     assert one(admin, f"SELECT count(*) FROM \"{schema}\".jobs WHERE meta->>'schedule' = 'held' "
                       "AND (meta->>'scheduled_for')::timestamptz = %s", (tick,)) == 1
+
+
+def test_a_database_restart_neither_loses_nor_doubles_a_tick(private_server, start_cron_worker) -> None:
+    server, dsn, app = private_server
+    schema = app.settings.schema
+    specs = [{"task": "noop", "id": "through", "cron": "* * * * * *", "catch_up": "all"}]
+    for _ in range(2):
+        start_cron_worker(specs, "--concurrency", "2", dsn=dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        wait_for(lambda: declared(conn, schema, "through") == 2, timeout=60, message="the runners to declare it")
+        wait_for(lambda: len(tick_events(conn, schema, "through", db_now(conn) - dt.timedelta(seconds=3))) >= 2,
+                 timeout=30, message="ticks before the restart")
+        start = one(conn, f"SELECT min(tick) FROM \"{schema}\".schedule_events WHERE kind = 'fired'")
+    assert server.stop()
+    server.ensure_running()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        after = db_now(conn) + dt.timedelta(seconds=3)
+        wait_until_db_time(conn, after, timeout=60)
+        end = after - dt.timedelta(seconds=1)
+        wait_for(lambda: one(conn, f"SELECT max(tick) FROM \"{schema}\".schedule_events WHERE kind = 'fired'") >= end,
+                 timeout=60, message="the ticks after the restart")
+        rows = [r for r in tick_events(conn, schema, "through", start) if r[1] <= end]
+        seconds = int((end - start).total_seconds()) + 1
+        assert [r[1] for r in rows] == [start + dt.timedelta(seconds=s) for s in range(seconds)]
+        assert {r[0] for r in rows} == {"fired"}
+        doubles = conn.execute(f"SELECT meta->>'scheduled_for' FROM \"{schema}\".jobs GROUP BY 1 "
+                               "HAVING count(*) > 1").fetchall()
+        assert doubles == []
 
 
 def test_downtime_then_each_catch_up_policy(wapp, admin, start_cron_worker) -> None:
