@@ -16,8 +16,9 @@ from .schedules import Definition, Schedules
 from .settings import Settings, project_root
 from .store import JobStore
 from .waiting import ResultWaiters
+from .queues import QueueControls
 from .tasks import EnqueueOptions, Task, TaskConfig, _validate_seconds, validate_max_attempts, \
-    validate_priority, validate_queue, validate_task_name
+    validate_lock, validate_lock_limit, validate_priority, validate_queue, validate_task_name
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class App:
         self.settings = Settings.load(overrides)
         self.tasks: dict[str, Task[..., Any]] = {}
         self.store = JobStore(self)
+        #: Pause, resume and limit queues (see ``pgqueue.queues``).
+        self.queues = QueueControls(self)
         #: Callbacks around enqueue and each job run (see ``pgqueue.hooks``).
         self.hooks = Hooks()
         #: Cron schedules: the ones this code declares, and the operator's controls.
@@ -189,11 +192,16 @@ class App:
     def task(self, *, name: str | None = None, queue: str = "default", priority: int = 0,
              max_attempts: int | None = None, retry_backoff: float | None = None,
              timeout: float | None = None,
-             no_retry: Iterable[type[BaseException]] = ()) -> Callable[[Callable[..., Any]], Task[..., Any]]: ...
+             no_retry: Iterable[type[BaseException]] = (),
+             lock: str | Callable[..., str | None] | None = None,
+             lock_limit: int = 1) -> Callable[[Callable[..., Any]], Task[..., Any]]: ...
 
     def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register a task: ``@app.task`` or ``@app.task(name=..., queue=..., priority=...,
-        max_attempts=..., retry_backoff=..., timeout=..., no_retry=(ExcType, ...))``."""
+        max_attempts=..., retry_backoff=..., timeout=..., no_retry=(ExcType, ...), lock=...,
+        lock_limit=...)``. ``lock``: a lock key, or a function of the task's arguments that
+        returns one (None: no lock); at most ``lock_limit`` jobs with one lock key run at once,
+        cluster wide, in enqueue order."""
         if func is not None:
             return self._register(func, **options)
         return lambda f: self._register(f, **options)
@@ -201,7 +209,9 @@ class App:
     def _register(self, func: Callable[..., Any], *, name: str | None = None, queue: str = "default",
                   priority: int = 0, max_attempts: int | None = None,
                   retry_backoff: float | None = None, timeout: float | None = None,
-                  no_retry: Iterable[type[BaseException]] = ()) -> Task[..., Any]:
+                  no_retry: Iterable[type[BaseException]] = (),
+                  lock: str | Callable[..., str | None] | None = None,
+                  lock_limit: int = 1) -> Task[..., Any]:
         if not callable(func):
             raise errors.ConfigurationError(f"@app.task decorates a function, not {func!r}")
         name = validate_task_name(name or _default_task_name(func))
@@ -213,6 +223,9 @@ class App:
             _validate_seconds("retry_backoff", retry_backoff)
         if timeout is not None:
             _validate_seconds("timeout", timeout, allow_zero=False)
+        if lock is not None:
+            validate_lock(lock)
+        validate_lock_limit(lock_limit)
         no_retry = tuple(no_retry)
         for kind in no_retry:
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
@@ -224,7 +237,8 @@ class App:
             )
         task: Task[..., Any] = Task(self, func, TaskConfig(
             name=name, queue=queue, priority=priority, max_attempts=max_attempts,
-            retry_backoff=retry_backoff, timeout=timeout, no_retry=no_retry,
+            retry_backoff=retry_backoff, timeout=timeout, no_retry=no_retry, lock=lock,
+            lock_limit=lock_limit,
         ))
         self.tasks[name] = task
         return task
@@ -283,6 +297,19 @@ class App:
         if not isinstance(task, Task) or task.app is not self:
             raise errors.ConfigurationError(f"enqueue_many takes a task of this App, not {task!r}")
         return EnqueueOptions(task).options(**options).enqueue_many(calls)
+
+    async def aenqueue_many(self, task: Task[..., Any], calls: Iterable[Any], **options: Any) -> list[Job]:
+        """``enqueue_many`` for asyncio code (``conn=`` an async connection; see ``pgqueue.aio``)."""
+        if not isinstance(task, Task) or task.app is not self:
+            raise errors.ConfigurationError(f"aenqueue_many takes a task of this App, not {task!r}")
+        return await EnqueueOptions(task).options(**options).aenqueue_many(calls)
+
+    async def aclose(self) -> None:
+        """Close the App's async pool of the running event loop (e.g. at the end of a
+        FastAPI lifespan); ``close()`` closes the blocking one."""
+        from . import aio
+
+        await aio.aclose(self)
 
 
 def _default_task_name(func: Callable[..., Any]) -> str:

@@ -69,7 +69,12 @@ def load_app(ctx: click.Context, *, require_app: bool = False, announce: bool = 
 
     app_settings = Settings.load({"app": options.get("app")})
     app_path = app_settings.app
-    if app_path:
+    if options.get("app_object") is not None:
+        # A framework integration runs these commands on an App it made (``flask pgqueue``):
+        # cli.main(args, obj={"app_object": app}).
+        app = options["app_object"]
+        app.configure(**overrides)
+    elif app_path:
         source = app_settings.source("app")
         app = import_app(app_path, source="--app" if source == "argument" else source)
         app.configure(**overrides)
@@ -225,7 +230,7 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
          metrics_port: int | None = None, metrics_host: str | None = None) -> None:
     """Run a worker: claim jobs, run them, write their outcomes, until SIGTERM/SIGINT."""
     from .worker import Runner
-    from .worker.supervisor import Supervisor, child_command
+    from .worker.supervisor import EXIT_RESTART, SUPERVISED_ENV, Supervisor, child_command
 
     app = load_app(ctx, require_app=True, queues=queues, concurrency=concurrency,
                    processes=processes, poll_interval=poll_interval, listen=listen,
@@ -268,6 +273,12 @@ def work(ctx: click.Context, queues: str | None, concurrency: int | None, proces
 
             serve_worker_metrics(app, app.settings.metrics_port, app.settings.metrics_host)
         code = Runner(app).run()
+        if code == EXIT_RESTART and not os.environ.get(SUPERVISED_ENV):
+            # Stuck task threads: start afresh in this very process (same pid, same command).
+            logging.getLogger("pgqueue").warning("restarting this worker process")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, sys.orig_argv)
     ctx.exit(code)
 
 
@@ -440,6 +451,139 @@ def cancel(ctx: click.Context, job_id: int) -> None:
     else:
         click.echo(f"job {job_id} is running: cancellation requested (async tasks stop at once; "
                    "sync tasks when they check pgqueue.current_job().cancel_requested)")
+
+
+# ----------------------------------------------------------------- queues
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """List queues with their counts and controls; pause, resume or limit one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app = load_app(ctx, read_only=True)
+    rows = app.queues.list()
+    if as_json:
+        _echo_json([{**row.__dict__, "paused": row.paused} for row in rows])
+        return
+    if not rows:
+        click.echo("no queues yet: none holds jobs or has controls")
+        return
+    header = f"{'QUEUE':<24} {'QUEUED':>8} {'SCHED':>7} {'RUNNING':>8} {'BLOCKED':>8}  CONTROLS"
+    click.echo(header)
+    for row in rows:
+        controls = []
+        if row.paused:
+            controls.append(f"paused by {row.paused_by or '?'}"
+                            + (f": {row.pause_reason}" if row.pause_reason else ""))
+        if row.concurrency_limit is not None:
+            controls.append(f"concurrency {row.concurrency_limit}")
+        if row.rate_limit is not None:
+            controls.append(f"rate {row.rate_limit}/{_format_period(row.rate_period or 0)}")
+        click.echo(f"{row.name:<24} {row.queued:>8} {row.scheduled:>7} {row.running:>8} "
+                   f"{row.blocked:>8}  {', '.join(controls) or '-'}")
+
+
+def _format_period(period: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if period >= size and period % size == 0:
+            return f"{int(period // size)}{unit}"
+    return f"{period:g}s"
+
+
+@queues.command("pause")
+@click.argument("name")
+@click.option("--reason", help="Why (kept in the queue's history and shown by `pgqueue queues`).")
+@click.pass_context
+def queues_pause(ctx: click.Context, name: str, reason: str | None) -> None:
+    """Pause queue NAME: no runner claims its jobs until it is resumed (running jobs finish)."""
+    app = load_app(ctx, read_only=True)
+    app.queues.pause(name, reason=reason)
+    click.echo(f"queue {name!r} is paused: no new job of it starts (running ones finish; enqueues are kept)")
+
+
+@queues.command("resume")
+@click.argument("name")
+@click.pass_context
+def queues_resume(ctx: click.Context, name: str) -> None:
+    """Resume queue NAME."""
+    app = load_app(ctx, read_only=True)
+    app.queues.resume(name)
+    click.echo(f"queue {name!r} is resumed")
+
+
+@queues.command("limit")
+@click.argument("name")
+@click.option("--concurrency", type=int, metavar="N", help="At most N of its jobs running at once, over every runner.")
+@click.option("--rate", type=int, metavar="N", help="At most N of its jobs started per --per.")
+@click.option("--per", metavar="PERIOD", help="The rate's window: 1s, 1m, 1h, or a number of seconds.")
+@click.option("--clear", is_flag=True, help="Remove every limit of the queue.")
+@click.pass_context
+def queues_limit(ctx: click.Context, name: str, concurrency: int | None, rate: int | None,
+                 per: str | None, clear: bool) -> None:
+    """Limit queue NAME cluster wide (a limit not given is removed)."""
+    from . import admin
+
+    if clear and (concurrency is not None or rate is not None or per is not None):
+        raise errors.ConfigurationError("--clear removes every limit: give it alone")
+    if not clear and concurrency is None and rate is None:
+        raise errors.ConfigurationError("give --concurrency N and/or --rate N --per PERIOD (or --clear)")
+    if (rate is None) != (per is None):
+        raise errors.ConfigurationError("give --rate and --per together, e.g. --rate 100 --per 1m")
+    period = admin.parse_duration(per) if per is not None else None
+    app = load_app(ctx, read_only=True)
+    app.queues.limit(name, concurrency=concurrency, rate=rate, per=period)
+    if clear:
+        click.echo(f"queue {name!r} has no limits")
+        return
+    parts = []
+    if concurrency is not None:
+        parts.append(f"at most {concurrency} running at once")
+    if rate is not None:
+        parts.append(f"at most {rate} started per {per}")
+    click.echo(f"queue {name!r}: {' and '.join(parts)}")
+
+
+# ------------------------------------------------------------------ roles
+
+@command()
+@click.pass_context
+def roles(ctx: click.Context) -> None:
+    """Print the SQL of the producer, worker and reader roles of the schema (see `grant`)."""
+    from . import roles as role_sql
+
+    schema = ctx.find_root().obj.get("schema") or load_app(ctx, announce=False, read_only=True).settings.schema
+    click.echo(role_sql.script(schema))
+
+
+@command()
+@click.option("--to", "members", multiple=True, metavar="KIND=LOGIN",
+              help="Also grant a role to a login, e.g. --to producer=webapp (repeatable).")
+@click.pass_context
+def grant(ctx: click.Context, members: tuple[str, ...]) -> None:
+    """Create the producer, worker and reader roles of the schema and grant their rights
+    (idempotent: run it again after each upgrade). Needs CREATEROLE and the schema's owner."""
+    from . import roles as role_sql
+
+    app = load_app(ctx, read_only=True)
+    names = role_sql.RoleNames.for_schema(app.settings.schema)
+    grants: dict[str, list[str]] = {}
+    for member in members:
+        kind, sep, login = member.partition("=")
+        if not sep or not login:
+            raise errors.ConfigurationError(f"--to takes KIND=LOGIN (e.g. producer=webapp), not {member!r}")
+        names.of(kind)
+        grants.setdefault(kind, []).append(role_sql.validate_role_name(login))
+    sql = role_sql.script(app.settings.schema, names) + "\n" + role_sql.membership(names, grants)
+    with app.database.connection() as conn:
+        with conn.transaction():
+            conn.execute(sql)
+    click.echo(f"roles {names.producer}, {names.worker} and {names.reader} are ready")
+    for kind, logins in grants.items():
+        click.echo(f"  {names.of(kind)} granted to {', '.join(logins)}")
+    if not grants:
+        click.echo(f"grant them to your logins, e.g. GRANT {names.producer} TO webapp;")
 
 
 @command()

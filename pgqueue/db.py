@@ -164,13 +164,18 @@ def configure_session(conn: psycopg.Connection, prepared: str = "auto") -> None:
     pooler hands the next statement to a server session that never saw it prepared)."""
     from .worker.connections import reaches_server_directly
 
+    for statement in session_setup(conn, reaches_server_directly(conn), prepared):
+        conn.execute(statement)
+
+
+def session_setup(conn: Any, direct: bool, prepared: str) -> list[str]:
+    """:func:`configure_session`'s choices, made on ``conn`` (a psycopg connection, sync or
+    async): returns the statements to run on it."""
     # A row written by hand may hold JSON that Python cannot decode: reading it must not fail.
     set_json_loads(_json_loads, conn)
-    direct = reaches_server_directly(conn)
     if prepared == "off" or (prepared == "auto" and not direct):
         conn.prepare_threshold = None
-    if direct:
-        conn.execute("SET jit = off")
+    return ["SET jit = off"] if direct else []
 
 
 # ------------------------------------------------------------ error translation
@@ -210,6 +215,10 @@ def run_on(conn: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, A
     ``connection``), an SQLAlchemy ``Connection`` or ``Session``. pgqueue never
     commits or rolls back such a connection: the caller's transaction decides.
     """
+    if is_async_connection(conn):
+        raise errors.ConfigurationError(
+            f"conn= is an async connection ({type(conn).__name__}): enqueue on it with "
+            "`await ....aenqueue(...)` (the blocking enqueue() cannot use it)")
     if hasattr(conn, "get_bind") and hasattr(conn, "connection") and hasattr(conn, "execute"):
         conn = conn.connection()  # SQLAlchemy Session -> its Connection (same transaction)
     if hasattr(conn, "exec_driver_sql"):
@@ -230,6 +239,15 @@ def run_on(conn: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, A
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def is_async_connection(conn: Any) -> bool:
+    """A psycopg ``AsyncConnection``, or SQLAlchemy's ``AsyncConnection``/``AsyncSession``
+    (``pgqueue.aio`` runs statements on those)."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return True
+    module = type(conn).__module__ or ""
+    return module.startswith("sqlalchemy.ext.asyncio")
 
 
 def fetch_external(conn: Any, query: str, params: Mapping[str, Any], *,
@@ -264,6 +282,13 @@ def _dbapi_connection(conn: Any) -> Any:
 
 
 # ----------------------------------------------------------------- the pool
+
+def retry_on_fresh_connection(exc: BaseException, attempt: int) -> bool:
+    """Whether a statement that failed on a pooled connection may run again on a fresh one:
+    only once, and only when the server shut the session down while it sat idle (a restart),
+    saying so before running anything, so running it again cannot run it twice."""
+    return attempt == 1 and getattr(exc, "sqlstate", None) in _SESSION_ENDED_WHILE_IDLE
+
 
 class Database:
     """The App's link to PostgreSQL: a lazily opened pool of autocommit connections."""
@@ -326,10 +351,7 @@ class Database:
             except errors.PgQueueError:
                 raise
             except Exception as exc:
-                # A pooled connection whose server shut it down while it sat idle (a
-                # restart): the server said so before running anything, so running the
-                # statement again on a fresh connection cannot run it twice.
-                if attempt == 1 and getattr(exc, "sqlstate", None) in _SESSION_ENDED_WHILE_IDLE:
+                if retry_on_fresh_connection(exc, attempt):
                     continue
                 translated = translate(exc, schema=self.schema, dsn=self.dsn)
                 if translated is exc:

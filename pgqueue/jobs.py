@@ -18,13 +18,16 @@ STATUSES = ("queued", "running", *FINISHED)
 class Job:
     """One job, known by its id. Cheap to create: every method asks the database."""
 
-    __slots__ = ("app", "id", "created")
+    __slots__ = ("app", "id", "created", "replaced")
 
-    def __init__(self, app: "App", id: int, *, created: bool = True) -> None:
+    def __init__(self, app: "App", id: int, *, created: bool = True, replaced: bool = False) -> None:
         self.app = app
         self.id = int(id)
-        #: False when enqueue with a key found an unfinished job holding it (this is that job).
+        #: False when enqueue with a key found a job holding it (this is that job).
         self.created = created
+        #: True when that job was still queued and took the new arguments (on_conflict='replace',
+        #: debounce).
+        self.replaced = replaced
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
@@ -43,14 +46,32 @@ class Job:
         """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         return self.app.store.status(self.id)
 
-    def cancel(self, reason: str = "cancelled by user") -> str:
+    def cancel(self, reason: str = "cancelled by user", *, wait: float | None = None) -> str:
         """Cancel the job: a queued job becomes ``cancelled`` at once (returned); for a running
         job cancellation is requested (``running`` is returned): async tasks are cancelled,
         sync tasks can check ``pgqueue.current_job().cancel_requested`` and return or raise
         (the job then ends ``cancelled``). A finished job
         cannot be cancelled (JobStateError), except that cancelling twice is harmless.
+
+        ``wait``: for a running job, wait up to that many seconds for it to end and return its
+        final status (``cancelled``, or ``succeeded``/``failed`` if it ended otherwise first);
+        ``running`` if it is still running then.
         """
-        return self.app.store.cancel(self.id, reason)
+        status = self.app.store.cancel(self.id, reason)
+        if status != "running" or not wait:
+            return status
+        return self.wait(wait)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Wait for the job to finish, up to ``timeout`` seconds; return its status then
+        (never raises for a failed or cancelled job: see ``result()`` for that)."""
+        try:
+            self.result(timeout)
+        except errors.ResultTimeout:
+            pass
+        except (errors.JobFailed, errors.JobCancelled):
+            pass
+        return self.status()
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the job to finish and return its result.
@@ -92,6 +113,34 @@ class Job:
                     store.unregister_waiter(waiter)
         finally:
             waiters.unsubscribe(self.id, event)
+
+    # asyncio (pgqueue.aio): the same statements on the App's async pool, never blocking the loop.
+
+    async def ainfo(self) -> dict[str, Any]:
+        """``info()`` for asyncio code."""
+        from . import aio
+
+        return await aio.info(self)
+
+    async def astatus(self) -> str:
+        """``status()`` for asyncio code."""
+        from . import aio
+
+        return await aio.status(self)
+
+    async def acancel(self, reason: str = "cancelled by user") -> str:
+        """``cancel()`` for asyncio code."""
+        from . import aio
+
+        return await aio.cancel(self, reason)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """``result()`` for asyncio code: sleeps on the notification of the statement that
+        finishes the job (the App's one LISTEN connection serves every waiter, blocking or
+        async), holding no pooled connection while it waits."""
+        from . import aio
+
+        return await aio.result(self, timeout)
 
     def _poll(self, deadline: float | None, timeout: float | None) -> Any:
         pause = 0.05

@@ -45,6 +45,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BACKOFF = 1.0
 DEFAULT_RETRY_BACKOFF_MAX = 3600.0
 DEFAULT_MAX_CRASHES = 3
+DEFAULT_MAX_STUCK_THREADS = 10
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_EMBEDDED_DIR = ".pgqueue"
@@ -139,6 +140,11 @@ class Settings:
     max_crashes: int = _setting(
         DEFAULT_MAX_CRASHES,
         "Times a job's runner may die under it before the job is failed (stops poison-pill jobs).",
+    )
+    max_stuck_threads: int = _setting(
+        DEFAULT_MAX_STUCK_THREADS,
+        "Sync tasks still running past their timeout that a worker process tolerates; beyond it "
+        "the process drains and restarts in place (a fresh one under --processes).",
     )
     pool_size: int = _setting(DEFAULT_POOL_SIZE, "Largest number of connections in the App's pool.")
     connect_timeout: float = _setting(
@@ -325,6 +331,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "retry_backoff": (0, 86_400 * 365, True),
     "retry_backoff_max": (0, 86_400 * 365, False),
     "max_crashes": (0, 1_000_000, False),
+    "max_stuck_threads": (1, 10_000, True),
     "pool_size": (0, 10_000, False),
     "connect_timeout": (0, 3600, False),
     "max_args_bytes": (1024, 256 * 1024 * 1024, True),

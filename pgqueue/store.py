@@ -34,15 +34,12 @@ def drive(operation: Operation[T], fetch: Callable[[str, dict[str, Any]], Rows])
 
 # ----------------------------------------------------------------- operations
 
-def enqueue_op(q: sqlfiles.Queries, params: dict[str, Any]) -> Operation[tuple[int, bool]]:
-    """One job: (id, created). With a key, a job holding it may finish or appear between the
-    insert's conflict check and the lookup of the holder: then try again."""
-    query = q.job_enqueue if params["key"] is None else q.job_enqueue_unique
-    for _ in range(5):
-        rows = yield query, params
-        if rows:
-            return rows[0]["id"], rows[0]["created"]
-    raise errors.PgQueueError(f"could not enqueue the job with key {params['key']!r}: it kept changing hands")
+def enqueue_op(q: sqlfiles.Queries, params: dict[str, Any]) -> Operation[tuple[int | None, bool, bool]]:
+    """One job: (id, created, replaced), through the database's enqueue_job (id None: the key
+    was taken and on_conflict is 'skip')."""
+    rows = yield q.job_enqueue, params
+    row = rows[0]
+    return row["id"], row["created"], row["replaced"]
 
 
 def enqueue_many_op(q: sqlfiles.Queries, params: dict[str, Any]) -> Operation[list[int]]:
@@ -82,6 +79,16 @@ def outcome_op(q: sqlfiles.Queries, job_id: int) -> Operation[tuple[bool, Any]]:
     return False, None
 
 
+def wait_register_op(q: sqlfiles.Queries, job_id: int) -> Operation[int]:
+    """Register a waiter of ``job_id`` (on the App's own connections: autocommit)."""
+    rows = yield q.job_wait_register, {"id": job_id}
+    return rows[0]["id"]
+
+
+def wait_unregister_op(q: sqlfiles.Queries, waiter: int) -> Operation[None]:
+    yield q.job_wait_unregister, {"waiter": waiter}
+
+
 def cancel_op(q: sqlfiles.Queries, job_id: int, reason: str) -> Operation[str]:
     rows = yield q.job_cancel, {"id": job_id, "reason": reason}
     if rows:
@@ -114,7 +121,7 @@ class JobStore:
         database = self._app.database
         return drive(operation, database.fetch)
 
-    def enqueue(self, params: dict[str, Any], *, conn: Any = None) -> tuple[int, bool]:
+    def enqueue(self, params: dict[str, Any], *, conn: Any = None) -> tuple[int | None, bool, bool]:
         return self.run(enqueue_op(self.queries, params), conn=conn)
 
     def enqueue_many(self, params: dict[str, Any], *, conn: Any = None) -> list[int]:
@@ -133,7 +140,7 @@ class JobStore:
         return self.run(cancel_op(self.queries, job_id, reason))
 
     def register_waiter(self, job_id: int) -> int:
-        return self._app.database.fetch(self.queries.job_wait_register, {"id": job_id})[0]["id"]
+        return drive(wait_register_op(self.queries, job_id), self._app.database.fetch)
 
     def unregister_waiter(self, waiter: int) -> None:
-        self._app.database.fetch(self.queries.job_wait_unregister, {"waiter": waiter})
+        drive(wait_unregister_op(self.queries, waiter), self._app.database.fetch)

@@ -9,12 +9,13 @@ woken by a NOTIFY that PostgreSQL delivers only at that commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, ParamSpec, TypeVar
 
 from . import errors, serialization
 from .hooks import EnqueueCall
@@ -46,6 +47,30 @@ class TaskConfig:
     retry_backoff: float | None = None  # None: the App's retry_backoff setting
     timeout: float | None = None
     no_retry: tuple[type[BaseException], ...] = ()
+    #: Per-key serial execution: a lock key, or a function of the task's arguments giving one.
+    lock: str | Callable[..., str | None] | None = None
+    lock_limit: int = 1
+
+
+KEY_SCOPES = ("active", "queued", "period")
+ON_CONFLICT = ("return", "replace", "skip")
+
+
+def validate_lock(lock: Any) -> str | Callable[..., Any]:
+    if callable(lock):
+        return lock
+    try:
+        return validate_key(lock)
+    except errors.ConfigurationError:
+        raise errors.ConfigurationError(
+            f"lock must be a non-empty string of at most {MAX_KEY_LENGTH} characters (e.g. "
+            f"'customer:42'), or a function of the task's arguments returning one, not {lock!r}") from None
+
+
+def validate_lock_limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _INT32[1]:
+        raise errors.ConfigurationError(f"lock_limit must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def validate_queue(queue: Any) -> str:
@@ -134,12 +159,18 @@ class Task(Generic[P, R]):
         return self.func(*args, **kwargs)
 
     def options(self, **options: Any) -> "EnqueueOptions":
-        """Options for the next enqueue: delay, run_at, priority, queue, key, max_attempts, conn."""
+        """Options for the next enqueue: delay, run_at, priority, queue, key (with key_scope,
+        key_period, on_conflict, debounce, debounce_max), lock, lock_limit, max_attempts,
+        meta, conn."""
         return EnqueueOptions(self).options(**options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Store a job that runs this task with these (JSON-serialisable) arguments."""
         return EnqueueOptions(self).enqueue(*args, **kwargs)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job | None:
+        """``enqueue`` for asyncio code: on the App's async pool, never blocking the loop."""
+        return await EnqueueOptions(self).aenqueue(*args, **kwargs)
 
     def max_attempts(self) -> int:
         return self.config.max_attempts or self.app.settings.max_attempts
@@ -150,7 +181,9 @@ class Task(Generic[P, R]):
         return self.app.settings.retry_backoff
 
 
-_OPTION_NAMES = ("delay", "run_at", "priority", "queue", "key", "max_attempts", "meta", "conn")
+_OPTION_NAMES = ("delay", "run_at", "priority", "queue", "key", "key_scope", "key_period", "on_conflict",
+                 "debounce", "debounce_max", "lock", "lock_limit", "max_attempts", "meta", "conn")
+_DURATIONS = ("delay", "key_period", "debounce", "debounce_max")
 
 
 @dataclass(frozen=True)
@@ -163,6 +196,13 @@ class EnqueueOptions:
     priority: int | None = None
     queue: str | None = None
     key: str | None = None
+    key_scope: str | None = None
+    key_period: float | None = None
+    on_conflict: str | None = None
+    debounce: float | None = None
+    debounce_max: float | None = None
+    lock: str | Callable[..., Any] | None = None
+    lock_limit: int | None = None
     max_attempts: int | None = None
     meta: Mapping[str, Any] | None = None
     conn: Any = field(default=None, compare=False)
@@ -178,8 +218,9 @@ class EnqueueOptions:
                 f"unknown enqueue option {unknown[0]!r}{hint} Options are: {', '.join(_OPTION_NAMES)} "
                 "(task arguments go to .enqueue())"
             )
-        if isinstance(options.get("delay"), dt.timedelta):
-            options["delay"] = seconds("delay", options["delay"])
+        for name in _DURATIONS:
+            if isinstance(options.get(name), dt.timedelta):
+                options[name] = seconds(name, options[name])
         new = dataclasses.replace(self, **options)
         new._validate()
         return new
@@ -204,10 +245,80 @@ class EnqueueOptions:
             validate_key(self.key)
         if self.max_attempts is not None:
             validate_max_attempts(self.max_attempts)
+        self._validate_flow_control()
         if self.meta is not None:
             if not isinstance(self.meta, Mapping):
                 raise errors.ConfigurationError(f"meta must be a dict (a JSON object), not {self.meta!r}")
             serialization.encode_meta(self.meta)
+
+    def _validate_flow_control(self) -> None:
+        scope = self.key_scope
+        if scope is not None and scope not in KEY_SCOPES:
+            raise errors.ConfigurationError(f"key_scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
+        if self.on_conflict is not None and self.on_conflict not in ON_CONFLICT:
+            raise errors.ConfigurationError(
+                f"on_conflict must be one of {', '.join(ON_CONFLICT)}, not {self.on_conflict!r}")
+        if self.key_period is not None:
+            _validate_seconds("key_period", self.key_period, allow_zero=False)
+        if self.debounce is not None:
+            _validate_seconds("debounce", self.debounce, allow_zero=False)
+        if self.debounce_max is not None:
+            _validate_seconds("debounce_max", self.debounce_max, allow_zero=False)
+        if self.lock is not None:
+            validate_lock(self.lock)
+        if self.lock_limit is not None:
+            validate_lock_limit(self.lock_limit)
+
+    def _check_combination(self) -> None:
+        """Options that only make sense together; checked at enqueue (``options()`` may be
+        chained in any order)."""
+        scope = self.key_scope or "active"
+        if self.key is None:
+            for name in ("key_scope", "key_period", "on_conflict", "debounce"):
+                if getattr(self, name) is not None and not (name == "key_scope" and scope == "active"):
+                    raise errors.ConfigurationError(f"{name}= needs a key= (it is about the jobs sharing a key)")
+        if scope == "period" and self.key_period is None:
+            raise errors.ConfigurationError(
+                "key_scope='period' needs key_period= (e.g. timedelta(hours=1): one job per key per hour)")
+        if self.key_period is not None and scope != "period":
+            raise errors.ConfigurationError("key_period= goes with key_scope='period'")
+        if scope == "period" and self.on_conflict == "replace":
+            raise errors.ConfigurationError(
+                "on_conflict='replace' does not go with key_scope='period' (the period's job may "
+                "have run already); use 'return' or 'skip'")
+        if self.debounce is not None:
+            if scope not in ("active", "queued") or self.key_scope == "active" \
+                    or self.on_conflict not in (None, "replace"):
+                raise errors.ConfigurationError(
+                    "debounce= collapses the enqueues of a key into its queued job (key_scope "
+                    "'queued', on_conflict 'replace'): leave key_scope and on_conflict out")
+            if self.delay is not None or self.run_at is not None:
+                raise errors.ConfigurationError("debounce= sets the run time itself: leave delay and run_at out")
+        if self.debounce_max is not None:
+            if self.debounce is None:
+                raise errors.ConfigurationError("debounce_max= goes with debounce=")
+            if self.debounce_max < self.debounce:
+                raise errors.ConfigurationError(
+                    f"debounce_max ({self.debounce_max:g} s) must be at least debounce ({self.debounce:g} s)")
+
+    def _lock_key(self, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> str | None:
+        lock = self.lock if self.lock is not None else self.task.config.lock
+        if lock is None or isinstance(lock, str):
+            return lock
+        try:
+            value = lock(*args, **kwargs)
+        except Exception as exc:
+            raise errors.ConfigurationError(
+                f"the lock function of task {self.task.name!r} failed on these arguments: "
+                f"{type(exc).__name__}: {exc}") from exc
+        if value is None:
+            return None
+        try:
+            return validate_key(value)
+        except errors.ConfigurationError:
+            raise errors.ConfigurationError(
+                f"the lock function of task {self.task.name!r} returned {value!r}: it must return a "
+                f"non-empty string of at most {MAX_KEY_LENGTH} characters, or None for no lock") from None
 
     def _params(self) -> dict[str, Any]:
         config = self.task.config
@@ -216,24 +327,41 @@ class EnqueueOptions:
             "task": config.name,
             "priority": config.priority if self.priority is None else self.priority,
             "run_at": self.run_at,
-            "delay": self.delay or 0.0,
+            "delay": self.delay,
             "max_attempts": self.max_attempts or self.task.max_attempts(),
             "key": self.key,
+            "key_scope": "queued" if self.debounce is not None else (self.key_scope or "active"),
+            "key_period": self.key_period,
+            "on_conflict": "replace" if self.debounce is not None else (self.on_conflict or "return"),
+            "debounce": self.debounce,
+            "debounce_max": self.debounce_max,
+            "lock": None,
+            "lock_limit": self.lock_limit or config.lock_limit,
             "meta": serialization.encode_meta(self.meta) if self.meta else None,
         }
 
     def _insert(self, params: dict[str, Any], count: int,
                 insert: Callable[[dict[str, Any]], list[int]]) -> list[int]:
         """Run ``insert`` inside the App's ``around_enqueue`` hooks, if any."""
+        with self._around_enqueue(params, count) as call:
+            ids = insert(params)
+            if call is not None:
+                call.job_ids = ids
+        return ids
+
+    @contextlib.contextmanager
+    def _around_enqueue(self, params: dict[str, Any], count: int) -> Iterator[EnqueueCall | None]:
+        """The App's ``around_enqueue`` hooks around an insert (sync or async): yields the
+        call (None when no hook is registered), whose ``job_ids`` the caller sets."""
         app = self.task.app
         if not app.hooks.enqueue_wrappers:
-            return insert(params)
+            yield None
+            return
         call = EnqueueCall(self.task.name, params["queue"], count, dict(self.meta or {}),
                            transactional=self.conn is not None)
         with app.hooks.wrapping(app.hooks.enqueue_wrappers, call):
             params["meta"] = serialization.encode_meta(call.meta) if call.meta else None
-            call.job_ids = insert(params)
-        return call.job_ids
+            yield call
 
     def _check_size(self, *texts: str | None) -> None:
         limit = self.task.app.settings.max_args_bytes
@@ -247,30 +375,69 @@ class EnqueueOptions:
                 f"max_args_bytes ({limit}): pass a reference (an id, a path, a URL) instead of the "
                 "data, or raise the setting")
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job | None:
+        """Store the job; returns its handle. With a key another job holds: that job
+        (``job.created`` is False; ``job.replaced`` says whether its arguments were replaced),
+        or None with ``on_conflict='skip'``."""
+        task = self.task
+        params = self._call_params(args, kwargs)
+        outcome: list[tuple[bool, bool]] = []
+
+        def insert(p: dict[str, Any]) -> list[int]:
+            job_id, was_created, replaced = task.app.store.enqueue(p, conn=self.conn)
+            outcome.append((was_created, replaced))
+            return [] if job_id is None else [job_id]
+
+        ids = self._insert(params, 1, insert)
+        if not ids:
+            return None  # on_conflict='skip': the key is taken
+        return Job(task.app, ids[0], created=outcome[0][0], replaced=outcome[0][1])
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Job | None:
+        """``enqueue`` for asyncio code, on the App's async pool or on ``conn`` (a psycopg
+        ``AsyncConnection``, an SQLAlchemy ``AsyncConnection``/``AsyncSession``): same checks,
+        same statement, same transactional guarantee (see ``pgqueue.aio``)."""
+        from . import aio
+
+        return await aio.enqueue(self, args, kwargs)
+
+    def _call_params(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        """The checked parameters of one job's insert (the sync and async paths share them)."""
         task = self.task
         task.check_call(args, kwargs)
+        self._check_combination()
         args_json, kwargs_json = serialization.encode_call(task.func, task.name, args, kwargs)
         self._check_size(args_json, kwargs_json)
         params = self._params()
+        params["lock"] = self._lock_key(args, kwargs)
         params["args"], params["kwargs"] = args_json, kwargs_json
-        created: list[bool] = []
-
-        def insert(p: dict[str, Any]) -> list[int]:
-            job_id, was_created = task.app.store.enqueue(p, conn=self.conn)
-            created.append(was_created)
-            return [job_id]
-
-        ids = self._insert(params, 1, insert)
-        return Job(task.app, ids[0], created=created[0])
+        return params
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[Job]:
         """Enqueue one job per item, in one statement: a tuple/list of positional arguments,
         or a dict of keyword arguments, per item."""
-        if self.key is not None:
+        task = self.task
+        params = self._many_params(calls)
+        ids = self._insert(params, params["count"],
+                           lambda p: task.app.store.enqueue_many(p, conn=self.conn))
+        return [Job(task.app, job_id) for job_id in ids]
+
+    async def aenqueue_many(self, calls: Iterable[Any]) -> list[Job]:
+        """``enqueue_many`` for asyncio code (see ``aenqueue``)."""
+        from . import aio
+
+        return await aio.enqueue_many(self, calls)
+
+    def _many_params(self, calls: Iterable[Any]) -> dict[str, Any]:
+        """The checked parameters of a bulk insert (the sync and async paths share them)."""
+        for name in ("key", "debounce", "lock"):
+            if getattr(self, name) is not None:
+                raise errors.ConfigurationError(
+                    f"{name}= is about one job at a time; enqueue such jobs one by one with .enqueue()")
+        if self.task.config.lock is not None:
             raise errors.ConfigurationError(
-                "key= names one job; enqueue jobs with keys one at a time with .enqueue()"
-            )
+                f"task {self.task.name!r} has a lock: enqueue its jobs one by one with .enqueue() "
+                "(each takes its place in its lock's order)")
         task = self.task
         all_args: list[Any] = []
         all_kwargs: list[Any] = []
@@ -323,6 +490,4 @@ class EnqueueOptions:
                     raise errors.ArgumentNotSerializable(f"item {index}: {exc}") from None
         params = self._params()
         params["args"], params["kwargs"], params["count"] = args_json, kwargs_json, len(all_args)
-        ids = self._insert(params, len(all_args),
-                           lambda p: task.app.store.enqueue_many(p, conn=self.conn))
-        return [Job(task.app, job_id) for job_id in ids]
+        return params

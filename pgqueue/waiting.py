@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql as pgsql
 
@@ -34,15 +34,19 @@ class ResultWaiters:
     def __init__(self, app: "App") -> None:
         self._app = app
         self._lock = threading.Lock()
-        self._events: dict[int, set[threading.Event]] = {}
+        self._events: dict[int, set[Any]] = {}
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         #: Incremented at every (re)connection of the listener: a waiter whose registration
         #: predates the current connection registers again.
         self.generation = 0
 
-    def subscribe(self, job_id: int) -> threading.Event:
-        event = threading.Event()
+    def subscribe(self, job_id: int, event: Any = None, *, wait: bool = True) -> Any:
+        """Wake ``event`` (anything with ``set()``, called on the listener thread; a new
+        ``threading.Event`` by default) when ``job_id`` may have finished. ``wait=False``
+        returns at once (an asyncio waiter must not block its loop): the listener wakes every
+        waiter once its LISTEN is in place, so nothing is missed."""
+        event = threading.Event() if event is None else event
         with self._lock:
             self._events.setdefault(job_id, set()).add(event)
             if self._thread is None or not self._thread.is_alive():
@@ -51,10 +55,11 @@ class ResultWaiters:
                 self._thread.start()
         # Registering before LISTEN is in place could miss the notification: the waiter's
         # own re-checks would still catch it, only later. Wait briefly for the listener.
-        self._listening.wait(self._app.settings.connect_timeout)
+        if wait:
+            self._listening.wait(self._app.settings.connect_timeout)
         return event
 
-    def unsubscribe(self, job_id: int, event: threading.Event) -> None:
+    def unsubscribe(self, job_id: int, event: Any) -> None:
         with self._lock:
             events = self._events.get(job_id)
             if events is not None:
@@ -69,7 +74,10 @@ class ResultWaiters:
             else:
                 targets = list(self._events.get(job_id, ()))
         for event in targets:
-            event.set()
+            try:
+                event.set()
+            except Exception:  # an asyncio waiter whose loop is closed: it waits no more
+                logger.debug("could not wake a waiter of job %s", job_id, exc_info=True)
 
     def _listen(self) -> None:
         settings = self._app.settings

@@ -168,7 +168,8 @@ def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueu
         config = task.config
         app.task(name=name, queue=config.queue, priority=config.priority,
                  max_attempts=config.max_attempts, retry_backoff=config.retry_backoff,
-                 timeout=config.timeout, no_retry=config.no_retry)(task.func)
+                 timeout=config.timeout, no_retry=config.no_retry, lock=config.lock,
+                 lock_limit=config.lock_limit)(task.func)
     admin.execute(
         f'CREATE TABLE "{app.settings.schema}".executions (job_id bigint, attempt int, '
         "runner_id bigint, pid int, note text, at timestamptz DEFAULT clock_timestamp())"

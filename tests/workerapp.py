@@ -156,3 +156,39 @@ def kill_self() -> None:
     """A poison pill: it kills the worker process running it."""
     _record("killing")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="keyed_work", max_attempts=1)
+def keyed_work(key: str, seconds: float = 0.0) -> str:
+    """Records its start and end: the tests check from them that jobs of one lock key never
+    overlap and keep their order."""
+    _record(f"start {key}")
+    if seconds:
+        time.sleep(seconds)
+    _record(f"end {key}")
+    return key
+
+
+@app.task(name="locked_work", max_attempts=3, lock=lambda key, seconds=0.0, first_attempt=0.0: f"lock:{key}")
+def locked_work(key: str, seconds: float = 0.0, first_attempt: float = 0.0) -> str:
+    """A task with a lock (a function of its arguments): at most one job per key runs at once.
+    ``first_attempt``: how long its first attempt sleeps (a holder to SIGKILL)."""
+    _record(f"start {key}")
+    pause = first_attempt if pgqueue.current_job().attempt == 1 and first_attempt else seconds
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    _record(f"end {key}")
+    return key
+
+
+@app.task(name="fail_once", max_attempts=3, retry_backoff=0.1)
+def fail_once(label: str, hold: float = 0.0) -> str:
+    """Fails its first attempt (after holding for ``hold`` seconds), succeeds after."""
+    _record(f"attempt {pgqueue.current_job().attempt}")
+    if pgqueue.current_job().attempt == 1:
+        deadline = time.monotonic() + hold
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise RuntimeError("first attempt fails")
+    return label

@@ -6,6 +6,12 @@ however many queues hold jobs), ``one`` (one ordered scan of that queue's range 
 ``jobs_claim_idx``) or ``many`` (the head of each served queue read without locks, and only the
 chosen rows locked). It locks only the rows it claims.
 
+Queue controls: every claim reads the paused and the limited queues (``claim_guard``) and never
+takes their jobs; the state row tells the runner which they are, so its next claims leave them
+out by mode (a paused queue's backlog is never scanned) and it claims a limited queue's jobs
+in mode ``limited``, one statement per queue, at most what the queue's limits allow. A runner
+serving no limited queue never runs that mode: only limited queues pay for their limits.
+
 Claimed rows arrive with their arguments as JSON text, decoded here one row at a time: a row
 the worker cannot decode (nesting deeper than the decoder allows, an integer over Python's
 digit limit, a hand-written non-array) fails that job alone, at once and not retried, and its
@@ -39,11 +45,16 @@ class Claim:
 
     runner_id: int
     limit: int
-    mode: str  # 'all' | 'one' | 'many'
+    mode: str  # 'all' | 'one' | 'many' | 'limited'
     queue: str | None = None
     queues: list[str] | None = None
     excluded: list[str] | None = None
     can_wait: bool = False
+
+    @classmethod
+    def limited(cls, runner_id: int, limit: int, queue: str) -> "Claim":
+        """A claim of the limited queue ``queue``: at most what its limits allow now."""
+        return cls(runner_id, limit, "limited", queue=queue)
 
     @classmethod
     def serving(cls, runner_id: int, limit: int, queues: tuple[str, ...] | None,
@@ -64,9 +75,14 @@ class Claimed:
     alive: bool
     more: bool = False
     became_waiting: bool = False
+    #: The queues under control as this claim saw them (None: not read, a pause was committing).
+    paused: frozenset[str] | None = None
+    limited: frozenset[str] | None = None
     jobs: list[outcomes.Claimed] = field(default_factory=list)
     #: Attempts claimed that cannot run (their arguments): their failure, to be written.
     failures: list[outcomes.Outcome] = field(default_factory=list)
+    #: The claimed jobs that hold a lock's slot (their outcome is written with a release).
+    locked_ids: set[int] = field(default_factory=set)
 
 
 def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.Claimed | None,
@@ -74,9 +90,9 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
     """A claimed row as a job to start, or, when its arguments cannot be used, the failure
     of that attempt."""
     (_, _, _, _, job_id, task, args_text, kwargs_text, queue, attempt, failures, max_attempts,
-     cancel, args_size, meta_text, waited) = row
+     cancel, args_size, meta_text, waited, locked, _, _, _) = row
     stub = outcomes.Claimed(job_id, task, [], {}, queue, attempt, failures, max_attempts,
-                            bool(cancel), runner_id)
+                            bool(cancel), runner_id, locked=bool(locked))
     if args_text is None or kwargs_text is None:
         return None, outcomes.not_runnable(
             stub, "ArgumentsTooLarge",
@@ -98,7 +114,7 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
             "the job's args must be a JSON array and its kwargs a JSON object")
     return outcomes.Claimed(job_id, task, args, kwargs, queue, attempt, failures, max_attempts,
                             bool(cancel), runner_id, meta if isinstance(meta, dict) else {},
-                            float(waited or 0.0)), None
+                            float(waited or 0.0), bool(locked)), None
 
 
 def claim(conn: ServiceConnection, queries: sqlfiles.Queries, request: Claim,
@@ -106,8 +122,13 @@ def claim(conn: ServiceConnection, queries: sqlfiles.Queries, request: Claim,
     """Run ``job_claim``. Database errors propagate."""
     rows = conn.run(queries.raw("job_claim"), request.params(max_args))
     state = rows[0]
-    result = Claimed(alive=bool(state[1]), more=bool(state[2]), became_waiting=bool(state[3]))
+    paused, limited = state[17], state[18]
+    result = Claimed(alive=bool(state[1]), more=bool(state[2]), became_waiting=bool(state[3]),
+                     paused=None if paused is None else frozenset(paused),
+                     limited=None if limited is None else frozenset(limited))
     for row in rows[1:]:
+        if row[16]:
+            result.locked_ids.add(row[4])
         job, failure = decode_claimed(row, request.runner_id, max_args)
         if job is not None:
             result.jobs.append(job)

@@ -10,7 +10,10 @@ job id, the order the reaper locks rows in, so the two never deadlock.
 Outcomes come back ``done`` (written), ``busy`` (the job row is held by someone else, an
 operator's open transaction: retried after a growing pause, while the others go through, so
 one locked row never stalls a runner) or neither: fenced out, because the attempt was
-reclaimed meanwhile (dropped and reported, never retried as if new). After a connection was
+reclaimed meanwhile (dropped and reported, never retried as if new). A batch holding jobs with
+a lock key is written in a transaction with the release of the slots it frees
+(``release_lock_slots``), so a waiting job gets its slot with the commit; batches without
+one are a single statement, as before. After a connection was
 lost mid-write, an outcome that comes back neither is first looked up in the history: the
 lost write may have committed.
 
@@ -28,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import psycopg
 
 from .. import serialization, sqlfiles
 from . import outcomes
@@ -60,6 +65,24 @@ class Outbox:
         self._waiting: list[Pending] = []
         self._in_flight: list[Pending] = []
         self._stopping = False
+        #: Running jobs that hold a lock's slot (the claim said so).
+        self._locked: set[int] = set()
+
+    def note_locked(self, job_ids: set[int]) -> None:
+        if job_ids:
+            with self._cond:
+                self._locked |= job_ids
+
+    def any_locked(self, pending: list[Pending]) -> bool:
+        if not self._locked:
+            return False
+        with self._cond:
+            return any(p.outcome.job_id in self._locked for p in pending)
+
+    def forget_locked(self, job_ids: list[int]) -> None:
+        if self._locked:
+            with self._cond:
+                self._locked.difference_update(job_ids)
 
     def put(self, outcome: outcomes.Outcome) -> None:
         with self._cond:
@@ -154,6 +177,7 @@ class Completer:
         self._conn = connection
         self._finish = queries.raw("job_finish")
         self._check = queries.raw("job_outcome_check")
+        self._release = queries.raw("lock_release")
         self._outbox = outbox
         self._outage = outage
         self._writer = writer
@@ -210,7 +234,13 @@ class Completer:
         """Write a batch taken from the outbox. Raises on database errors a retry cures; the
         outcomes stay in the outbox (marked as maybe written when the connection was lost)."""
         try:
-            result = self._run(pending)
+            try:
+                result = self._run(pending)
+            except psycopg.errors.UniqueViolation:
+                # A retry met a queued job of its key that committed a moment after the
+                # statement's snapshot: written again, it sees that job and is superseded.
+                self._conn.discard()
+                result = self._run(pending)
         except Exception as exc:
             if is_connection_error(exc) or is_transient(exc):
                 if is_connection_error(exc):
@@ -232,7 +262,15 @@ class Completer:
             logger.exception("reporting written outcomes failed")
 
     def _run(self, pending: list[Pending]) -> Written:
-        rows = self._conn.run(self._finish, finish_params(pending, self._writer()))
+        params = finish_params(pending, self._writer())
+        if self._outbox.any_locked(pending):
+            with self._conn.get().transaction():
+                rows = self._conn.run(self._finish, params)
+                freed = sorted({row[4] for row in rows if row[0] == "done" and row[4] is not None})
+                if freed:
+                    self._conn.run(self._release, {"keys": freed})
+        else:
+            rows = self._conn.run(self._finish, params)
         done = {row[1] for row in rows if row[0] == "done"}
         busy = {row[1] for row in rows if row[0] == "busy"}
         doubtful = [p for p in pending if p.outcome.job_id not in done and p.outcome.job_id not in busy
@@ -262,6 +300,7 @@ class Completer:
                 result.fenced_out.append(p.outcome)
                 finished.append(p)
         self._outbox.finished(finished)
+        self._outbox.forget_locked([p.outcome.job_id for p in finished])
         if retry_later:
             self._outbox.give_back(retry_later)
         return result

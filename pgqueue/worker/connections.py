@@ -107,11 +107,21 @@ class Service:
         raise NotImplementedError
 
 
+# What the server says about the session: compared with what the client sees, by
+# reached_directly() (also run on async connections, by pgqueue.aio).
+DIRECT_CHECK = "SELECT pg_backend_pid(), inet_client_port()"
+
+
 def reaches_server_directly(conn: psycopg.Connection) -> bool:
     """Whether ``conn`` talks to a PostgreSQL backend with no pooler in between: the backend's
     own pid matches the key it sent at connection time, and, over TCP, the client port it sees
     is this socket's."""
-    row = conn.execute("SELECT pg_backend_pid(), inet_client_port()").fetchone()
+    return reached_directly(conn, conn.execute(DIRECT_CHECK).fetchone())
+
+
+def reached_directly(conn: Any, row: Any) -> bool:
+    """:func:`reaches_server_directly`, given the row of ``DIRECT_CHECK`` run on ``conn`` (a
+    psycopg connection, sync or async)."""
     if row is None or row[0] != conn.info.backend_pid:
         return False
     seen_port = row[1]

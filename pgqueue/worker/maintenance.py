@@ -31,9 +31,11 @@ pooler; a pass that stalls mid-way loses its transaction, and the row lock with 
 
 Then, in its own transaction (a failing reap must not stop scheduled jobs from running),
 ``job_promote``: queued jobs whose ``run_at`` has come move into the claim indexes, and runners
-waiting on their queues are woken. Then, each in short transactions of its own, the due ticks of
-cron schedules fire (``firing.py``) and, every few seconds, finished jobs past retention are
-deleted (``retention.py``).
+waiting on their queues are woken; jobs with a lock key take a free slot of their lock or wait
+blocked for one (``promote_locked``). With the sweep, ``lock_sweep``: locks that have waiters
+and a free slot give it (the backstop for a release lost with its connection). Then, each in
+short transactions of its own, the due ticks of cron schedules fire (``firing.py``) and, every
+few seconds, finished jobs past retention are deleted (``retention.py``).
 
 Not handled here: a runner that heartbeats but whose tasks hang (the task ``timeout``).
 """
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROMOTE_BATCH = 10_000
+# Jobs with a lock are gated one by one (each under its key's advisory lock).
+PROMOTE_LOCKED_BATCH = 1_000
 SWEEP_EVERY = 10.0
 TOP_RANKS = 2
 STALE_PASSES = 2.0
@@ -158,6 +162,9 @@ class Maintenance:
         with pg.transaction():
             conn.run(q.raw("maintenance_begin"), timeouts)
             promoted = conn.run_one(q.raw("job_promote"), {"batch": PROMOTE_BATCH})[0]
+            promoted += conn.run_one(q.raw("job_promote_locked"), {"batch": PROMOTE_LOCKED_BATCH})[0]
+            if sweep:
+                conn.run(q.raw("lock_sweep"), {})
         fired = self.firing.run_once(conn, runner_id, timeouts=timeouts).fired if self.firing else 0
         pruned = self.retention.run_once(conn, at, timeouts=timeouts).jobs \
             if self.retention and self.retention.due() else 0

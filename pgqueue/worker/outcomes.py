@@ -43,6 +43,7 @@ class Claimed:
     runner_id: int
     meta: dict[str, Any] = field(default_factory=dict)
     waited: float = 0.0  # seconds between becoming runnable and this claim
+    locked: bool = False  # it holds a slot of a lock key: its end releases the slot
 
 
 @dataclass(frozen=True)

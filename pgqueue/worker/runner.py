@@ -60,15 +60,22 @@ from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_HAND_BACK_FAILED = 1
+# Stopped to be started afresh (too many stuck threads): `pgqueue work` restarts it in place;
+# a supervisor starts a new process at once.
+EXIT_RESTART = 3
 # Claims pause while more outcomes than this many times the concurrency wait to be written.
 _BACKLOG_LIMIT = 10
 # A claim that passed over jobs other claims held tries again after this, doubling.
 _RETRY_SKIPPED_FIRST = 0.005
+# A limited queue whose limits held jobs back is tried again after this, doubling up to the max.
+_LIMITED_RETRY_FIRST = 0.02
+_LIMITED_RETRY_MAX = 0.25
 
 
 @dataclass
@@ -88,9 +95,12 @@ class Stats:
 class Runner:
     """Runs jobs of ``app`` until stopped; ``run()`` returns the process exit code."""
 
-    def __init__(self, app: "App", *, install_signals: bool = True) -> None:
+    def __init__(self, app: "App", *, install_signals: bool = True,
+                 settings: "Settings | None" = None) -> None:
         self.app = app
-        self.settings = settings = app.settings
+        # ``settings``: the App's, with changes for this runner alone (pgqueue.testing's
+        # queues and concurrency); the App's own when not given.
+        self.settings = settings = settings or app.settings
         self.queues = settings.queues
         self.concurrency = settings.concurrency
         self._install_signals = install_signals
@@ -120,10 +130,17 @@ class Runner:
         self._next_poll = 0.0
         self._retry_at = 0.0
         self._skipped_delay = _RETRY_SKIPPED_FIRST
+        # Queue controls as the last claim saw them, and when to try each limited queue again.
+        self._paused: frozenset[str] = frozenset()
+        self._limited: frozenset[str] = frozenset()
+        self._limited_next: dict[str, float] = {}
+        self._limited_delay: dict[str, float] = {}
         self._backoff = Backoff()
         self._stop_requested = False
+        self._restart = False
         self._hand_back_now = False
         self._drain_deadline: float | None = None
+        self._ending: int | None = None  # the runner id a clean stop is ending
         self._to_release: list[tuple[int, list[tuple[int, int]]]] = []
         self.stats = Stats()
         self.started = threading.Event()
@@ -195,6 +212,7 @@ class Runner:
                 if self._sync_at is not None and time.monotonic() >= self._sync_at:
                     self._sync_schedules()
                 self.slots.expire()
+                self._check_stuck()
                 now = time.monotonic()
                 if now >= self._retry_at:
                     self._claim(now)
@@ -207,7 +225,19 @@ class Runner:
         finally:
             if self.lease.runner_id is not None or self.lease.lost_incarnation is not None:
                 code = self._shutdown()
-        return code
+        return EXIT_RESTART if self._restart and code == EXIT_OK else code
+
+    def _check_stuck(self) -> None:
+        """Threads of sync tasks past their timeout still run (Python cannot stop them): past
+        the bound, finish the running jobs and restart the process, so a library call that
+        hangs cannot take every thread forever."""
+        stuck = self.slots.stuck
+        if stuck > self.settings.max_stuck_threads and not self._stop_requested:
+            logger.error("%d task threads are still running past their timeout (max_stuck_threads "
+                         "is %d): finishing the running jobs, then restarting this worker process",
+                         stuck, self.settings.max_stuck_threads)
+            self._restart = True
+            self.request_stop()
 
     # --------------------------------------------------------------- startup
 
@@ -365,12 +395,15 @@ class Runner:
         if self._claiming():
             if self.slots.free() > 0:
                 wake_at.append(self._next_poll)
+                wake_at.extend(self._limited_next.get(q, now) for q in self._limited
+                               if self.queues is None or q in self.queues)
             if self.maintenance.schedule.rank is None or self.maintenance.schedule.rank < 2:
                 wake_at.append(self.maintenance.schedule.next_attempt)
         return min(max(min(wake_at) - now, 0.001), 1.0)
 
     def _claim(self, now: float) -> None:
-        """Claim into the free slots when work may be there: one statement."""
+        """Claim into the free slots when work may be there: one statement (plus one per
+        limited queue this runner serves)."""
         with self._lock:
             notified, self._notified = self._notified, False
         runner_id = self.lease.runner_id
@@ -382,59 +415,35 @@ class Runner:
             with self._lock:
                 self._notified = self._notified or notified
             return
-        request = claimer.Claim.serving(runner_id, free, self.queues, None,
-                                        can_wait=self.settings.listen)
+        if self._limited:
+            free = self._claim_limited(now, runner_id, free, notified)
+            if free <= 0 or not self._claiming():
+                return
+        request = self._plain_request(runner_id, free)
         # After a full claim more work is likely: claim as slots free. After a short one the
         # queue was empty and this runner is marked waiting: a NOTIFY (or the poll) brings more.
         if not (notified or self._backlog):
             if now < self._next_poll:
                 return
             self._next_poll = now + self.settings.poll_interval
-            if request.mode != "many" or self.queues is not None:
+            if request.mode != "many" or request.queues is not None:
                 # The poll: a read-only look first (a claim locks the runner row: a write).
                 try:
                     row = self._conn.run_one(self._queries.raw("job_probe"), {
-                        "mode": request.mode, "queues": list(self.queues) if self.queues else None})
+                        "mode": request.mode, "queues": request.queues or
+                        ([request.queue] if request.queue else None)})
                 except Exception as exc:
                     self._failed_round_trip(exc)
                     return
                 if not (row and row[0]):
                     return
-        self._claim_in_flight = True
-        started = time.monotonic()
-        try:
-            result = claimer.claim(self._conn, self._queries, request, self.settings.max_args_bytes)
-        except Exception as exc:
-            self._claim_in_flight = False
-            with self._lock:
-                self._notified = True
-                self._claim_in_doubt = True  # it may have committed, its reply lost
-            self._failed_round_trip(exc)
+        result = self._claim_round_trip(request)
+        if result is None:
             return
-        self._claim_in_flight = False
-        self._outage.ok("runner")
-        self._backoff.reset()
-        self.stats.claims += 1
-        self.app.hooks.emit("claim", jobs=len(result.jobs) + len(result.failures), limit=request.limit,
-                            seconds=time.monotonic() - started)
         self._next_poll = now + self.settings.poll_interval
-        if not result.alive:
-            self.lease.lost(runner_id, "declared dead (seen by a claim)")
+        claimed = self._take(result)
+        if claimed is None:
             return
-        for failure in result.failures:
-            logger.error("job %s: %s", failure.job_id, failure.reason, extra={"job_id": failure.job_id})
-            self.outbox.put(failure)
-        jobs = result.jobs
-        if jobs and not self.lease.may_claim():
-            # The process stalled during the claim (paused, say): others may have taken over.
-            # Start nothing; the lease check sorts out who owns these jobs.
-            logger.warning("claimed %d job(s) but the lease expired meanwhile: not starting them",
-                           len(jobs))
-            return
-        for job in jobs:
-            self.stats.claimed += 1
-            self.slots.start(job, current_runner=lambda: self.lease.runner_id)
-        claimed = len(jobs) + len(result.failures)
         self._backlog = claimed == request.limit
         if result.more and claimed < request.limit:
             # Other claims held runnable jobs at that instant: look again very soon.
@@ -449,6 +458,103 @@ class Runner:
                 # NOTIFY (nobody was waiting): one more look, now that the flag is set.
                 with self._lock:
                     self._notified = True
+
+    def _plain_request(self, runner_id: int, free: int) -> claimer.Claim:
+        """The claim of everything this runner serves but the paused and limited queues. (When
+        it serves nothing else it still asks for its queues, which the database refuses: that
+        look is how it learns they were resumed.)"""
+        held = self._paused | self._limited
+        if self.queues is None:
+            return claimer.Claim.serving(runner_id, free, None, sorted(held) or None,
+                                         can_wait=self.settings.listen)
+        plain = tuple(q for q in self.queues if q not in held)
+        return claimer.Claim.serving(runner_id, free, plain or self.queues, None,
+                                     can_wait=self.settings.listen)
+
+    def _claim_limited(self, now: float, runner_id: int, free: int, notified: bool) -> int:
+        """Claim from each limited queue this runner serves, at most what its limits allow;
+        returns the slots still free. A queue whose limit held jobs back is tried again
+        soon (its running jobs end, its rate window moves), an empty one at the poll."""
+        for queue in sorted(self._limited):
+            if free <= 0:
+                break
+            if self.queues is not None and queue not in self.queues:
+                continue
+            if not notified and now < self._limited_next.get(queue, 0.0):
+                continue
+            request = claimer.Claim.limited(runner_id, free, queue)
+            result = self._claim_round_trip(request)
+            if result is None:
+                return 0
+            claimed = self._take(result)
+            if claimed is None:
+                return 0
+            free -= claimed
+            if claimed == request.limit:
+                delay = 0.0  # every free slot filled: more as slots free
+                self._limited_delay.pop(queue, None)
+            elif result.more:
+                delay = self._limited_delay.get(queue, _LIMITED_RETRY_FIRST)
+                self._limited_delay[queue] = min(delay * 2, _LIMITED_RETRY_MAX)
+            else:
+                delay = self.settings.poll_interval  # empty: an enqueue's NOTIFY or the poll
+                self._limited_delay.pop(queue, None)
+            self._limited_next[queue] = time.monotonic() + delay
+        return free
+
+    def _claim_round_trip(self, request: claimer.Claim) -> claimer.Claimed | None:
+        self._claim_in_flight = True
+        started = time.monotonic()
+        try:
+            result = claimer.claim(self._conn, self._queries, request, self.settings.max_args_bytes)
+        except Exception as exc:
+            self._claim_in_flight = False
+            with self._lock:
+                self._notified = True
+                self._claim_in_doubt = True  # it may have committed, its reply lost
+            self._failed_round_trip(exc)
+            return None
+        self._claim_in_flight = False
+        self._outage.ok("runner")
+        self._backoff.reset()
+        self.stats.claims += 1
+        self.app.hooks.emit("claim", jobs=len(result.jobs) + len(result.failures), limit=request.limit,
+                            seconds=time.monotonic() - started)
+        if result.paused is not None and result.limited is not None:
+            self._saw_controls(result.paused, result.limited)
+        return result
+
+    def _saw_controls(self, paused: frozenset[str], limited: frozenset[str]) -> None:
+        if paused != self._paused or limited != self._limited:
+            for queue in sorted(paused - self._paused):
+                logger.info("queue %r is paused: not claiming its jobs", queue)
+            for queue in sorted(self._paused - paused):
+                logger.info("queue %r was resumed", queue)
+            self._paused, self._limited = paused, limited
+            with self._lock:
+                self._notified = True  # claim again with the new picture
+
+    def _take(self, result: claimer.Claimed) -> int | None:
+        """Start what a claim returned; how many attempts it claimed (None: the runner was
+        declared dead, or its lease ran out during the claim)."""
+        if not result.alive:
+            self.lease.lost(self.lease.runner_id, "declared dead (seen by a claim)")
+            return None
+        self.outbox.note_locked(result.locked_ids)
+        for failure in result.failures:
+            logger.error("job %s: %s", failure.job_id, failure.reason, extra={"job_id": failure.job_id})
+            self.outbox.put(failure)
+        jobs = result.jobs
+        if jobs and not self.lease.may_claim():
+            # The process stalled during the claim (paused, say): others may have taken over.
+            # Start nothing; the lease check sorts out who owns these jobs.
+            logger.warning("claimed %d job(s) but the lease expired meanwhile: not starting them",
+                           len(jobs))
+            return None
+        for job in jobs:
+            self.stats.claimed += 1
+            self.slots.start(job, current_runner=lambda: self.lease.runner_id)
+        return len(jobs) + len(result.failures)
 
     def _failed_round_trip(self, exc: BaseException) -> None:
         self._conn.discard()
@@ -565,6 +671,9 @@ class Runner:
                 self._notified = True
             logger.warning("runner %s reached the database again after %.1f s: still alive, resuming",
                            change.runner_id, change.silent)
+        elif change.state == leases.LOST and self._ending == change.runner_id:
+            # Our own stop: its NOTIFY makes the heartbeat look at the row we just ended.
+            logger.debug("runner %s: row ended by this stop (%s)", change.runner_id, change.reason)
         elif change.state == leases.LOST:
             abandoned = self.slots.abandon(change.runner_id)
             logger.error("runner %s lost its lease (%s): stopped claiming; abandoning %d running "
@@ -661,6 +770,7 @@ class Runner:
                     and time.monotonic() < deadline:
                 continue
             try:
+                self._ending = runner_id
                 self.stats.handed_back = self._end_runner(runner_id, "stopped", reason,
                                                           "handed back: worker stopping")
                 if self.stats.handed_back:

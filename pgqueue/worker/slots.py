@@ -11,7 +11,9 @@ back under a new attempt while the old one's thread still runs.
 
 Sync tasks run on an elastic thread pool, async tasks on one event loop thread. A
 sync task past its timeout keeps its thread (Python cannot stop a thread) but gives
-its slot back; an async task past its timeout is cancelled.
+its slot back, and its late result is dropped (the outcome was written at the timeout);
+``stuck`` counts such threads still running, and the runner restarts its process when they
+pass ``max_stuck_threads``. An async task past its timeout is cancelled.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Attempt:
     future: Any = None  # the concurrent.futures.Future of an async task
     settled: bool = False
     abandoned: bool = False
+    stuck: bool = False  # a sync task past its timeout, its thread still running
 
     @property
     def key(self) -> Key:
@@ -80,7 +83,8 @@ class Slots:
         self._attempts: dict[Key, Attempt] = {}
         self._pool = ElasticThreadPool()
         self._loop = AsyncLoop()
-        self.stray_threads = 0
+        self.stray_threads = 0  # sync tasks that ran past their timeout, in all
+        self.stuck = 0  # ... whose thread still runs
         self.timed_out = 0
 
     # ------------------------------------------------------------ questions
@@ -147,7 +151,13 @@ class Slots:
             outcome = self._success(attempt, value)
         finally:
             reset_current(token)
-        self.settle(attempt, outcome)
+        if not self.settle(attempt, outcome):
+            with self._lock:
+                if attempt.stuck:
+                    attempt.stuck = False
+                    self.stuck -= 1
+            logger.info("job %s: its thread returned after the attempt had ended (a timeout); its "
+                        "outcome is dropped", job.id, extra=log_extra(job))
 
     async def _run_async(self, attempt: Attempt) -> None:
         job = attempt.job
@@ -253,7 +263,10 @@ class Slots:
             if attempt.future is not None:
                 attempt.future.cancel()
             else:
-                self.stray_threads += 1
+                with self._lock:
+                    self.stray_threads += 1
+                    self.stuck += 1
+                    attempt.stuck = True
                 logger.warning("job %s timed out: its slot is given back, but its thread keeps running "
                                "until the task returns (its result will be discarded)", attempt.job.id,
                                extra=log_extra(attempt.job))

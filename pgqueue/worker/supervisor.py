@@ -15,6 +15,7 @@ processes to use several cores; and a child can be killed, which a thread cannot
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,10 @@ from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
+# Set in a child's environment: it exits to be restarted instead of restarting itself.
+SUPERVISED_ENV = "PGQUEUE_SUPERVISED"
+# A child's exit code asking for a fresh process (the runner's EXIT_RESTART).
+EXIT_RESTART = 3
 _RESTART_FIRST = 1.0
 _RESTART_MAX = 30.0
 _HEALTHY_AFTER = 60.0
@@ -66,6 +71,12 @@ class Supervisor:
                     self._exit_codes.append(code)
                     continue
                 lived = time.monotonic() - self._started_at[slot]
+                if code == EXIT_RESTART:
+                    logger.warning("worker process %s asked to be restarted (stuck task threads): "
+                                   "starting a fresh one", child.pid)
+                    self._restart_at[slot] = time.monotonic()
+                    alive += 1
+                    continue
                 if lived > _HEALTHY_AFTER:
                     self._delay[slot] = _RESTART_FIRST
                 logger.error("worker process %s died (exit %s) after %.1f s; restarting it in %.1f s",
@@ -83,7 +94,8 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which
         # passes it on once (else each child would get it twice: a hand-back at once).
-        child = subprocess.Popen(self.child_argv(slot), start_new_session=True, env=self.env)
+        env = dict(self.env if self.env is not None else os.environ, **{SUPERVISED_ENV: "1"})
+        child = subprocess.Popen(self.child_argv(slot), start_new_session=True, env=env)
         self._children[slot] = child
         self._started_at[slot] = time.monotonic()
         logger.info("started worker process %s", child.pid)

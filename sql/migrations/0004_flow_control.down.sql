@@ -5,7 +5,6 @@ UPDATE /* schema */jobs SET blocked = false, due = /* schema */due_soon(run_at) 
 DROP VIEW IF EXISTS /* schema */queue_stats;
 DROP FUNCTION IF EXISTS /* schema */release_stuck_waiters();
 DROP FUNCTION IF EXISTS /* schema */promote_locked(integer);
-DROP FUNCTION IF EXISTS /* schema */release_due_waiters(integer);
 DROP FUNCTION IF EXISTS /* schema */record_starts(text, integer);
 DROP FUNCTION IF EXISTS /* schema */queue_allowance(text, integer);
 DROP FUNCTION IF EXISTS /* schema */claim_guard();
@@ -34,6 +33,8 @@ ALTER TABLE /* schema */jobs
     DROP COLUMN IF EXISTS blocked,
     DROP COLUMN IF EXISTS superseded_by;
 UPDATE /* schema */schema_info SET value = '0003' WHERE key = 'compatible_since';
+ALTER FUNCTION /* schema */wake(text[]) RESET search_path;
+ALTER FUNCTION /* schema */notify_finished(bigint[]) RESET search_path;
 
 -- 0003's requeue_attempts, as it was.
 CREATE OR REPLACE FUNCTION /* schema */requeue_attempts(

@@ -96,6 +96,11 @@ CREATE INDEX queue_events_queue_idx ON /* schema */queue_events (queue, id);
 COMMENT ON TABLE /* schema */queue_events IS 'History of queue controls: who paused, resumed or limited which queue, when and why.';
 
 
+-- Functions of 0001 get a fixed search_path too, like every function of the SQL API. (due_soon
+-- keeps none: a SQL function with one cannot be inlined into the index predicates it serves.)
+ALTER FUNCTION /* schema */wake(text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION /* schema */notify_finished(bigint[]) SET search_path = pg_catalog, pg_temp;
+
 -- ------------------------------------------------------------------ lock slots
 -- release_lock_slots(keys): for each lock key, under its advisory lock (the one enqueue and
 -- every release take, so slots are counted by one transaction at a time), gives free slots to
@@ -174,7 +179,7 @@ CREATE FUNCTION /* schema */enqueue_job(
     lock_limit integer DEFAULT 1,
     meta jsonb DEFAULT NULL
 ) RETURNS TABLE (id bigint, created boolean, replaced boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_run_at timestamptz;
@@ -436,7 +441,7 @@ CREATE FUNCTION /* schema */enqueue(
     lock_limit integer DEFAULT 1,
     meta jsonb DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT e.id FROM /* schema */enqueue_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                              $15, $16, $17) AS e
 $$;
@@ -455,7 +460,7 @@ CREATE FUNCTION /* schema */enqueue_many(
     max_attempts integer DEFAULT 3,
     meta jsonb DEFAULT NULL
 ) RETURNS SETOF bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_run_at timestamptz;
@@ -528,7 +533,7 @@ COMMENT ON FUNCTION /* schema */enqueue_many(text, jsonb, jsonb, text, integer, 
 -- every finishing statement and the reaper lock in.
 CREATE FUNCTION /* schema */cancel_jobs(job_ids bigint[], reason text DEFAULT 'cancelled')
 RETURNS TABLE (id bigint, status text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_ids bigint[];
@@ -578,7 +583,7 @@ COMMENT ON FUNCTION /* schema */cancel_jobs(bigint[], text) IS
     'Cancel these jobs: queued ones at once, running ones by requesting cancellation (the task is told; the job ends cancelled). Returns the jobs changed with their status now; finished jobs and jobs already cancelled are left as they are.';
 
 CREATE FUNCTION /* schema */cancel(job_id bigint, reason text DEFAULT 'cancelled') RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_status text;
 BEGIN
@@ -604,7 +609,7 @@ COMMENT ON FUNCTION /* schema */cancel(bigint, text) IS
 CREATE FUNCTION /* schema */retry_jobs(job_ids bigint[], reason text DEFAULT 'retried',
                                        from_statuses text[] DEFAULT '{failed}')
 RETURNS TABLE (id bigint, retried boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_reason text := coalesce(retry_jobs.reason, 'retried');
@@ -654,8 +659,9 @@ BEGIN
             SELECT /* schema */wake(array_agg(DISTINCT m.queue)) FROM moved AS m HAVING count(*) > 0
         ) AS w
     )
+    -- (Data-modifying CTEs run whether read or not; reading woken is what runs it.)
     SELECT coalesce(array_agg(m.id), '{}') INTO v_retried FROM moved AS m
-    WHERE (SELECT n FROM woken) >= 0 AND (SELECT count(*) FROM events) >= 0;
+    WHERE (SELECT n FROM woken) >= 0;
 
     -- With a lock: one at a time, each under its lock's advisory lock, waiting blocked when
     -- the lock's slots are held.
@@ -691,7 +697,7 @@ COMMENT ON FUNCTION /* schema */retry_jobs(bigint[], text, text[]) IS
     'Send these failed (or, with from_statuses, cancelled) jobs back to the queue now, with a fresh failure and crash budget (attempts keeps counting: it is the fencing token). Of jobs sharing a key only the first goes back, and none whose key an unfinished job holds. Returns each candidate with whether it was retried.';
 
 CREATE FUNCTION /* schema */retry(job_id bigint, reason text DEFAULT 'retried') RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_status text;
     v_retried boolean;
@@ -723,7 +729,7 @@ COMMENT ON FUNCTION /* schema */retry(bigint, text) IS
 -- ---------------------------------------------------------------- queue controls
 CREATE FUNCTION /* schema */pause_queue(queue text, reason text DEFAULT NULL, by text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     IF pause_queue.queue IS NULL OR pause_queue.queue = '' OR length(pause_queue.queue) > 128 THEN
@@ -746,7 +752,7 @@ COMMENT ON FUNCTION /* schema */pause_queue(text, text, text) IS
     'Pause a queue: from its commit on no claim takes its jobs, on any runner; running jobs finish, enqueues are accepted. Records who and why.';
 
 CREATE FUNCTION /* schema */resume_queue(queue text, by text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     UPDATE /* schema */queues AS q
@@ -762,7 +768,7 @@ COMMENT ON FUNCTION /* schema */resume_queue(text, text) IS 'Resume a paused que
 CREATE FUNCTION /* schema */limit_queue(queue text, concurrency integer DEFAULT NULL, rate integer DEFAULT NULL,
                                         per interval DEFAULT NULL, by text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     IF limit_queue.queue IS NULL OR limit_queue.queue = '' OR length(limit_queue.queue) > 128 THEN
@@ -873,22 +879,6 @@ $$;
 
 COMMENT ON FUNCTION /* schema */record_starts(text, integer) IS
     'Used by claims of a rate-limited queue: remember the start times of the jobs it just started (the rate_limit latest are kept).';
-
--- release_due_waiters(): jobs held back by a lock whose run_at has come (a retry after its
--- backoff, a job enqueued for later) get a slot if one is free. Called by the maintenance pass;
--- also the backstop for a release lost with its connection.
-CREATE FUNCTION /* schema */release_due_waiters(p_limit integer DEFAULT 100) RETURNS integer
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(/* schema */release_lock_slots(ARRAY(
-        SELECT DISTINCT w.lock_key FROM (
-            SELECT j.lock_key FROM /* schema */jobs AS j
-            WHERE j.status = 'queued' AND j.blocked AND j.run_at <= now()
-            ORDER BY j.run_at
-            LIMIT p_limit) AS w)), 0)
-$$;
-
-COMMENT ON FUNCTION /* schema */release_due_waiters(integer) IS
-    'Give free lock slots to waiting jobs whose time has come (the maintenance pass calls it); returns how many were unblocked.';
 
 -- promote_locked(batch): jobs with a lock whose run_at has come are gated like a new enqueue:
 -- they take a free slot (due) or wait for one (blocked). job_promote leaves them to this.
@@ -1117,11 +1107,13 @@ WITH live AS (
            0::bigint AS blocked, min(j.run_at) AS oldest
     FROM /* schema */jobs AS j WHERE j.status = 'queued' AND j.due GROUP BY j.queue
     UNION ALL
-    SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now() AND NOT j.blocked),
-           count(*) FILTER (WHERE j.run_at > now() AND NOT j.blocked), 0,
-           count(*) FILTER (WHERE j.blocked),
-           min(j.run_at) FILTER (WHERE j.run_at <= now() AND NOT j.blocked)
-    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND NOT j.due GROUP BY j.queue
+    SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now()),
+           count(*) FILTER (WHERE j.run_at > now()), 0, 0,
+           min(j.run_at) FILTER (WHERE j.run_at <= now())
+    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND NOT j.due AND NOT j.blocked GROUP BY j.queue
+    UNION ALL
+    SELECT j.queue, 0, 0, 0, count(*), NULL
+    FROM /* schema */jobs AS j WHERE j.status = 'queued' AND j.blocked GROUP BY j.queue
     UNION ALL
     SELECT j.queue, 0, 0, count(*), 0, NULL
     FROM /* schema */jobs AS j WHERE j.status = 'running' GROUP BY j.queue
@@ -1167,3 +1159,18 @@ LEFT JOIN /* schema */queues AS q ON q.name = coalesce(p.queue, d.queue);
 
 COMMENT ON VIEW /* schema */queue_stats IS
     'Per queue: queued (runnable now), scheduled (run_at in the future), running and blocked (waiting for a lock''s slot) jobs, from the partial indexes; how long the oldest runnable job has waited (the queue''s lag); jobs finished, from the throughput rollup (the last 24 hours, per minute and hour); and its controls (paused, limits).';
+
+-- ---------------------------------------------------------------- privileges
+-- The SQL API's functions run with their owner's rights (SECURITY DEFINER, with a fixed
+-- search_path), so a role may enqueue or cancel without any right on the tables themselves.
+-- So nobody may call them but their owner and the roles granted to (`pgqueue grant`).
+REVOKE ALL ON FUNCTION /* schema */enqueue_job(text, jsonb, jsonb, text, integer, timestamptz, interval, integer, text, text, interval, text, interval, interval, text, integer, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */enqueue(text, jsonb, jsonb, text, integer, timestamptz, interval, integer, text, text, interval, text, interval, interval, text, integer, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */enqueue_many(text, jsonb, jsonb, text, integer, timestamptz, interval, integer, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */cancel_jobs(bigint[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */cancel(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */retry_jobs(bigint[], text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */retry(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */pause_queue(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */resume_queue(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */limit_queue(text, integer, integer, interval, text) FROM PUBLIC;

@@ -174,7 +174,7 @@ COMMENT ON FUNCTION /* schema */schedule_set_paused(text, boolean, text, text) I
 
 CREATE FUNCTION /* schema */pause_schedule(schedule_id text, reason text DEFAULT NULL, by text DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT /* schema */schedule_set_paused(pause_schedule.schedule_id, true, pause_schedule.reason, pause_schedule.by)
 $$;
 
@@ -182,7 +182,7 @@ COMMENT ON FUNCTION /* schema */pause_schedule(text, text, text) IS
     'Pause a schedule: from its commit on its ticks are recorded as missed (paused) and nothing fires; a manual trigger still runs. Returns false when it was paused already.';
 
 CREATE FUNCTION /* schema */resume_schedule(schedule_id text, by text DEFAULT NULL) RETURNS boolean
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT /* schema */schedule_set_paused(resume_schedule.schedule_id, false, NULL, resume_schedule.by)
 $$;
 
@@ -194,7 +194,7 @@ COMMENT ON FUNCTION /* schema */resume_schedule(text, text) IS
 -- The cursor does not move; a paused or orphaned schedule can be triggered.
 CREATE FUNCTION /* schema */trigger_schedule(schedule_id text, by text DEFAULT NULL)
 RETURNS TABLE (job_id bigint, created boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_s record;
@@ -229,7 +229,7 @@ COMMENT ON FUNCTION /* schema */trigger_schedule(text, text) IS
 -- remove_schedule(id): deletes a schedule no live runner declares (one that is declared would
 -- come back at the next start of its runners: remove it from the code first). Its history stays.
 CREATE FUNCTION /* schema */remove_schedule(schedule_id text, by text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_runners text;
@@ -255,6 +255,14 @@ $$;
 
 COMMENT ON FUNCTION /* schema */remove_schedule(text, text) IS
     'Delete a schedule that no live runner declares (an orphaned one); its events stay. Refused, saying which runners, while a live runner declares it.';
+
+-- The schedule controls run with their owner's rights, like the rest of the SQL API (0004):
+-- nobody may call them but their owner and the roles granted to (`pgqueue grant`).
+REVOKE ALL ON FUNCTION /* schema */schedule_set_paused(text, boolean, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */pause_schedule(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */resume_schedule(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */trigger_schedule(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION /* schema */remove_schedule(text, text) FROM PUBLIC;
 
 -- ------------------------------------------------------------------------ views
 CREATE VIEW /* schema */schedule_status AS

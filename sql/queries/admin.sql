@@ -35,14 +35,13 @@ SELECT DISTINCT task FROM (SELECT task FROM /* schema */jobs ORDER BY id DESC LI
 SELECT * FROM /* schema */job_timeline WHERE job_id = %(id)s ORDER BY event_id
 
 -- name: job_retry
--- Sends failed jobs back to the queue with a fresh failure and crash budget, each with an
--- event: the jobs in `ids`, or (ids NULL) up to `batch` failed jobs matching task and queue
+-- Sends failed jobs back to the queue (retry_jobs: a fresh failure and crash budget, each with
+-- an event): the jobs in `ids`, or (ids NULL) up to `batch` failed jobs matching task and queue
 -- with after < id <= until (the caller moves `after` forward and fixes `until` at the start, so
--- jobs that fail again at once are not met twice). At most one job per key is queued again,
--- and none whose key an unfinished job holds: those stay failed and come back with
--- retried = false.
+-- jobs that fail again at once are not met twice). Of jobs sharing a key the first goes back,
+-- and none whose key an unfinished job holds: those stay failed (retried = false).
 WITH candidates AS MATERIALIZED (
-    SELECT j.id, j.key
+    SELECT j.id, coalesce(j.key, j.scoped_key) AS key
     FROM /* schema */jobs AS j
     WHERE j.status = 'failed'
       AND (%(ids)s::bigint[] IS NULL OR j.id = ANY (%(ids)s::bigint[]))
@@ -51,35 +50,11 @@ WITH candidates AS MATERIALIZED (
       AND j.id > %(after)s::bigint AND j.id <= %(until)s::bigint
     ORDER BY j.id
     LIMIT %(batch)s::int
-    FOR UPDATE SKIP LOCKED
-), keyed AS (
-    SELECT DISTINCT ON (c.key) c.id
-    FROM candidates AS c
-    WHERE c.key IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM /* schema */jobs AS k WHERE k.key = c.key AND k.status IN ('queued', 'running'))
-    ORDER BY c.key, c.id
-), target AS (
-    SELECT id FROM candidates WHERE key IS NULL
-    UNION ALL
-    SELECT id FROM keyed
-), retried AS (
-    UPDATE /* schema */jobs AS j
-    SET status = 'queued', run_at = now(), due = true, finished_at = NULL, failures = 0,
-        crashes = 0, result = NULL, cancel_requested = false
-    FROM target AS t
-    WHERE j.id = t.id AND j.status = 'failed'
-    RETURNING j.id, j.attempts, j.queue
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, kind, reason)
-    SELECT id, 'failed', 'queued', attempts, 'retried', %(reason)s FROM retried
-), woken AS (
-    SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT queue)) FROM retried HAVING count(*) > 0
-    ) AS w
 )
-SELECT c.id, c.key, r.id IS NOT NULL AS retried, (SELECT n FROM woken) AS woken
+SELECT c.id, c.key, coalesce(r.retried, false) AS retried
 FROM candidates AS c
-LEFT JOIN retried AS r ON r.id = c.id
+LEFT JOIN /* schema */retry_jobs(ARRAY(SELECT c2.id FROM candidates AS c2), %(reason)s::text) AS r
+       ON r.id = c.id
 ORDER BY c.id
 
 -- name: job_max_id
@@ -89,7 +64,7 @@ SELECT coalesce(max(id), 0) AS id FROM /* schema */jobs
 -- name: job_prune_batch
 -- Deletes up to `batch` jobs of one final status that finished before `before`, oldest first,
 -- with their events: one short transaction that never holds many locks (jobs_finished_idx).
--- A job whose period-scoped key is still in its period stays: it keeps the key taken.
+-- A job whose period-scoped key still holds (key_until in the future) is kept.
 WITH doomed AS (
     SELECT id
     FROM /* schema */jobs
@@ -127,3 +102,39 @@ SELECT (SELECT count(*) FROM runners_gone) AS runners, (SELECT count(*) FROM wai
 -- name: admin_now
 -- The database's clock.
 SELECT now() AS now
+
+-- ------------------------------------------------------------------- queue controls
+
+-- name: queue_pause
+-- Pauses a queue (pause_queue: from its commit on, no claim takes its jobs).
+SELECT /* schema */pause_queue(%(queue)s::text, %(reason)s::text, %(by)s::text) AS done
+
+-- name: queue_resume
+-- Resumes a paused queue and wakes the runners that serve it.
+SELECT /* schema */resume_queue(%(queue)s::text, %(by)s::text) AS done
+
+-- name: queue_limit
+-- Sets (or, with NULLs, removes) a queue's concurrency and rate limits.
+SELECT /* schema */limit_queue(%(queue)s::text, %(concurrency)s::int, %(rate)s::int,
+                               make_interval(secs => %(per)s::float8), %(by)s::text) AS done
+
+-- name: queue_list
+-- Every queue that holds jobs or has controls: its counts (queue_stats) and its controls.
+SELECT coalesce(s.queue, q.name) AS queue,
+       coalesce(s.queued, 0) AS queued, coalesce(s.scheduled, 0) AS scheduled,
+       coalesce(s.running, 0) AS running, coalesce(s.blocked, 0) AS blocked,
+       s.oldest_queued_age, coalesce(s.succeeded_last_hour, 0) AS succeeded_last_hour,
+       coalesce(s.failed_last_hour, 0) AS failed_last_hour,
+       q.paused_at, q.paused_by, q.pause_reason, q.concurrency_limit, q.rate_limit,
+       extract(epoch FROM q.rate_period)::float8 AS rate_period, q.updated_at, q.updated_by
+FROM /* schema */queue_stats AS s
+FULL JOIN /* schema */queues AS q ON q.name = s.queue
+ORDER BY 1
+
+-- name: queue_history
+-- The latest control changes of a queue (queue_events), newest first.
+SELECT e.at, e.action, e.by, e.reason, e.detail
+FROM /* schema */queue_events AS e
+WHERE e.queue = %(queue)s::text
+ORDER BY e.id DESC
+LIMIT %(limit)s::int

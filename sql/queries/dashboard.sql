@@ -618,66 +618,20 @@ SELECT now() AS now, current_setting('server_version') AS server_version
 -- ------------------------------------------------------------------------- actions
 
 -- name: dashboard_retry
--- Sends the failed or cancelled jobs among `ids` back to the queue now with a fresh failure and
--- crash budget (attempts keeps counting: it is the fencing token), each with a 'retried'
--- event; a job whose key an unfinished job holds stays as it is. Locks in id order, as every
--- finishing statement does. Returns the jobs queued again.
-WITH candidates AS MATERIALIZED (
-    SELECT j.id, j.key, j.status
-    FROM /* schema */jobs AS j
-    WHERE j.id = ANY (%(ids)s::bigint[]) AND j.status IN ('failed', 'cancelled')
-    ORDER BY j.id
-    FOR UPDATE
-), target AS (
-    SELECT c.id, c.status FROM candidates AS c WHERE c.key IS NULL
-    UNION ALL
-    SELECT DISTINCT ON (c.key) c.id, c.status
-    FROM candidates AS c
-    WHERE c.key IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM /* schema */jobs AS k WHERE k.key = c.key AND k.status IN ('queued', 'running'))
-), retried AS (
-    -- = ANY (ARRAY(...)): primary-key probes, whatever the planner guesses of the CTE's size.
-    UPDATE /* schema */jobs AS j
-    SET status = 'queued', run_at = now(), due = true, finished_at = NULL, failures = 0,
-        crashes = 0, result = NULL, cancel_requested = false
-    WHERE j.id = ANY (ARRAY(SELECT t.id FROM target AS t)) AND j.status IN ('failed', 'cancelled')
-    RETURNING j.id, j.attempts, j.queue
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, kind, reason)
-    SELECT r.id, c.status, 'queued', r.attempts, 'retried', %(reason)s::text
-    FROM retried AS r JOIN candidates AS c ON c.id = r.id
-), woken AS (
-    SELECT count(*) AS n FROM (
-        SELECT /* schema */wake(array_agg(DISTINCT r.queue)) FROM retried AS r HAVING count(*) > 0
-    ) AS w
-)
-SELECT r.id, (SELECT n FROM woken) AS woken FROM retried AS r ORDER BY r.id
+-- Sends the failed or cancelled jobs among `ids` back to the queue now (retry_jobs: a fresh
+-- failure and crash budget, attempts keeps counting: it is the fencing token), each with a
+-- 'retried' event; a job whose key an unfinished job holds stays as it is. Returns the jobs
+-- queued again.
+SELECT r.id
+FROM /* schema */retry_jobs(%(ids)s::bigint[], %(reason)s::text, '{failed,cancelled}') AS r
+WHERE r.retried
+ORDER BY r.id
 
 -- name: dashboard_cancel
--- Cancels the queued jobs among `ids` now, and asks the running ones to stop (cancel_requested:
+-- Cancels the queued jobs among `ids` now, and asks the running ones to stop (cancel_jobs:
 -- the runner stops an async task, a sync task checks current_job().cancel_requested), each with
 -- an event; wakes job.result() waiters of the cancelled ones. Returns the jobs changed.
-WITH changed AS (
-    UPDATE /* schema */jobs AS j
-    SET status = CASE WHEN j.status = 'queued' THEN 'cancelled' ELSE j.status END,
-        finished_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.finished_at END,
-        cancel_requested = true
-    WHERE j.id = ANY (%(ids)s::bigint[])
-      AND (j.status = 'queued' OR (j.status = 'running' AND NOT j.cancel_requested))
-    RETURNING j.id, j.status, j.attempts, j.runner_id
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, kind, reason)
-    SELECT c.id, CASE WHEN c.status = 'cancelled' THEN 'queued' ELSE 'running' END, c.status,
-           c.attempts, c.runner_id,
-           CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END,
-           CASE WHEN c.status = 'cancelled' THEN %(reason)s::text
-                ELSE 'cancellation requested: ' || %(reason)s::text END
-    FROM changed AS c
-), notified AS (
-    SELECT /* schema */notify_finished(array_agg(c.id)) AS n
-    FROM changed AS c WHERE c.status = 'cancelled' HAVING count(*) > 0
-)
-SELECT c.id, c.status, (SELECT n FROM notified) AS notified FROM changed AS c ORDER BY c.id
+SELECT c.id, c.status FROM /* schema */cancel_jobs(%(ids)s::bigint[], %(reason)s::text) AS c ORDER BY c.id
 
 -- name: dashboard_delete
 -- Deletes the finished jobs among `ids` with their history, and leaves one 'deleted' event per

@@ -8,32 +8,62 @@
 -- Modes: 'all' (every queue: one ordered scan of jobs_ready_idx), 'one' (the queue `queue`:
 -- one ordered scan of its range of jobs_claim_idx), 'many' (the queues `queues`, or every
 -- queue when NULL, minus `excluded`: the head of each queue read without locks, the best
--- `limit` of them locked with SKIP LOCKED). Only the rows it claims are locked.
+-- `limit` of them locked with SKIP LOCKED), 'limited' (the limited queue `queue`, at most what
+-- queue_allowance grants, its starts recorded for the rate limit). Only the rows it claims are
+-- locked. Every claim goes through claim_guard: paused queues are never claimed, limited ones
+-- only in mode 'limited' (the runner learns both from the state row and avoids them).
 -- Returns a 'state' row first (alive false: the runner was declared dead; more: runnable
--- jobs were passed over because another claim held them at that instant), then a 'job' row
--- per claimed job.
+-- jobs were passed over because another claim held them at that instant, or a pause was being
+-- committed; paused and limited: the queues under control), then a 'job' row per claimed job.
 WITH me AS MATERIALIZED (
     -- FOR SHARE: a reaper declaring this runner dead right now makes the claim wait for its
     -- commit and then see the runner dead, so a dead runner never claims.
     SELECT id FROM /* schema */runners
     WHERE id = %(runner_id)s::bigint AND state = 'running'
     FOR SHARE
+), guard AS MATERIALIZED (
+    SELECT g.paused, g.limited FROM /* schema */claim_guard() AS g
+), gate AS MATERIALIZED (
+    -- A live runner, and no pause being committed: the claim may take jobs, from any queue but
+    -- `held` (paused, and limited outside mode 'limited').
+    SELECT g.paused || g.limited AS held
+    FROM guard AS g
+    WHERE EXISTS (SELECT FROM me) AND g.paused IS NOT NULL
 ), claim_all AS MATERIALIZED (
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE %(mode)s::text = 'all' AND EXISTS (SELECT FROM me)
+    WHERE %(mode)s::text = 'all' AND EXISTS (SELECT FROM gate)
       AND j.status = 'queued' AND j.due AND j.run_at <= now()
+      AND NOT (j.queue = ANY ((SELECT held FROM gate)::text[]))
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
 ), claim_one AS MATERIALIZED (
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE %(mode)s::text = 'one' AND EXISTS (SELECT FROM me)
+    WHERE %(mode)s::text = 'one' AND EXISTS (SELECT FROM gate)
+      AND NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[]))
       AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
+), allowance AS MATERIALIZED (
+    -- Mode 'limited' only: how many the queue's limits allow now (serialized per queue).
+    SELECT /* schema */queue_allowance(%(queue)s::text, %(limit)s::int) AS n
+    FROM (SELECT 1 WHERE %(mode)s::text = 'limited') AS limited_mode
+    WHERE EXISTS (SELECT FROM gate) AND NOT (%(queue)s::text = ANY ((SELECT paused FROM guard)::text[]))
+), claim_limited AS MATERIALIZED (
+    SELECT j.ctid, j.id
+    FROM /* schema */jobs AS j
+    WHERE %(mode)s::text = 'limited' AND EXISTS (SELECT FROM allowance)
+      AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT (SELECT n FROM allowance)
+    FOR UPDATE SKIP LOCKED
+), started AS (
+    SELECT /* schema */record_starts(%(queue)s::text, count(*)::int) AS n
+    FROM claim_limited
+    HAVING count(*) > 0
 ), any_queue AS (
     -- Mode 'many' without a list: the distinct queues that hold runnable jobs, one probe of
     -- jobs_claim_idx each (a loose index scan).
@@ -54,6 +84,7 @@ WITH me AS MATERIALIZED (
           UNION ALL
           SELECT queue FROM any_queue) AS s
     WHERE NOT (s.queue = ANY (coalesce(%(excluded)s::text[], '{}')))
+      AND NOT (s.queue = ANY ((SELECT held FROM gate)::text[]))
 ), candidates AS (
     -- Per served queue, its first rows in claim order, read without locks (each lateral scan
     -- walks only its own queue's range of jobs_claim_idx); then the best overall.
@@ -66,7 +97,7 @@ WITH me AS MATERIALIZED (
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s::int
     ) AS c
-    WHERE EXISTS (SELECT FROM me)
+    WHERE EXISTS (SELECT FROM gate)
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s::int
 ), claim_many AS MATERIALIZED (
@@ -81,6 +112,7 @@ WITH me AS MATERIALIZED (
     SELECT ctid, id FROM claim_all
     UNION ALL SELECT ctid, id FROM claim_one
     UNION ALL SELECT ctid, id FROM claim_many
+    UNION ALL SELECT ctid, id FROM claim_limited
 ), claimed AS (
     UPDATE /* schema */jobs AS j
     SET status = 'running', runner_id = %(runner_id)s::bigint, attempts = j.attempts + 1,
@@ -97,7 +129,8 @@ WITH me AS MATERIALIZED (
                    THEN j.kwargs::text END AS kwargs,
               j.queue, j.attempts, j.failures, j.max_attempts, j.cancel_requested,
               pg_column_size(j.args) + pg_column_size(j.kwargs) AS args_size, j.meta::text AS meta,
-              extract(epoch FROM now() - greatest(j.run_at, j.enqueued_at))::float8 AS waited
+              extract(epoch FROM now() - greatest(j.run_at, j.enqueued_at))::float8 AS waited,
+              j.lock_key IS NOT NULL AS locked
 ), events AS (
     INSERT INTO /* schema */job_events
         (job_id, from_status, to_status, attempt, runner_id, kind, reason)
@@ -107,13 +140,19 @@ WITH me AS MATERIALIZED (
     -- Only after a short claim: were runnable jobs passed over because another claim held
     -- them? Then the runner tries again soon instead of waiting for a notification. (Rows
     -- this statement claimed still look queued to it: they are excluded.)
-    SELECT EXISTS (
+    SELECT NOT EXISTS (SELECT FROM gate) OR EXISTS (
         SELECT 1 FROM /* schema */jobs AS j
         WHERE %(mode)s::text = 'all' AND j.status = 'queued' AND j.due AND j.run_at <= now()
+          AND NOT (j.queue = ANY ((SELECT held FROM gate)::text[]))
           AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
     ) OR EXISTS (
         SELECT 1 FROM /* schema */jobs AS j
         WHERE %(mode)s::text = 'one' AND j.queue = %(queue)s::text AND j.status = 'queued'
+          AND NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[]))
+          AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
+    ) OR EXISTS (
+        SELECT 1 FROM /* schema */jobs AS j
+        WHERE %(mode)s::text = 'limited' AND j.queue = %(queue)s::text AND j.status = 'queued'
           AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
     ) OR EXISTS (
         SELECT 1 FROM served AS s
@@ -140,10 +179,12 @@ SELECT 'state' AS what, EXISTS (SELECT FROM me) AS alive,
        NULL::bigint AS id, NULL::text AS task, NULL::text AS args, NULL::text AS kwargs,
        NULL::text AS queue, NULL::int AS attempt, NULL::int AS failures,
        NULL::int AS max_attempts, NULL::boolean AS cancel_requested, NULL::int AS args_size,
-       NULL::text AS meta, NULL::float8 AS waited
+       NULL::text AS meta, NULL::float8 AS waited, NULL::boolean AS locked,
+       (SELECT paused FROM guard) AS paused, (SELECT limited FROM guard) AS limited,
+       (SELECT count(*) FROM started) AS started
 UNION ALL
 SELECT 'job', NULL, NULL, NULL, c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures,
-       c.max_attempts, c.cancel_requested, c.args_size, c.meta, c.waited
+       c.max_attempts, c.cancel_requested, c.args_size, c.meta, c.waited, c.locked, NULL, NULL, NULL
 FROM claimed AS c
 
 
@@ -151,6 +192,9 @@ FROM claimed AS c
 -- Writes the outcomes of finished attempts in one statement, each fenced. Returns a 'done' row
 -- per outcome written and a 'busy' row per outcome whose job row someone else holds (retry it
 -- later); an outcome that is neither was fenced out (its attempt was reclaimed meanwhile).
+-- A retry that meets a queued job of its "queued"-scope key is superseded by it (cancelled).
+-- A 'done' row carries the lock key of a job that freed its lock's slot (it ended, or retries
+-- later): the caller releases those in the same transaction (release_lock_slots).
 WITH outcome AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(runner_ids)s::bigint[], %(attempts)s::int[],
@@ -161,7 +205,12 @@ WITH outcome AS (
     -- The outcomes' job rows, locked in id order (the order every finishing statement and the
     -- reaper lock in: no deadlock). SKIP LOCKED: a row held elsewhere (an operator's open
     -- transaction) is left for a later write instead of stalling every other outcome.
-    SELECT j.id
+    SELECT j.id,
+           -- Only for retries of jobs with a "queued"-scope key: the queued job holding it.
+           CASE WHEN j.key_scope = 'queued' AND o.status = 'queued' AND NOT j.cancel_requested
+                THEN (SELECT s.id FROM /* schema */jobs AS s
+                      WHERE s.scoped_key = j.scoped_key AND s.key_scope = 'queued' AND s.status = 'queued'
+                      LIMIT 1) END AS sibling
     FROM /* schema */jobs AS j
     JOIN outcome AS o ON o.id = j.id
     WHERE j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
@@ -177,34 +226,42 @@ WITH outcome AS (
       AND j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
       AND j.status = 'running' AND NOT (o.id = ANY (ARRAY(SELECT id FROM target)))
 ), finished AS (
-    -- A retry of a job whose cancellation was requested meanwhile ends it as cancelled.
+    -- A retry of a job whose cancellation was requested meanwhile ends it as cancelled; so does
+    -- a superseded one.
     UPDATE /* schema */jobs AS j
-    SET status = CASE WHEN o.status = 'queued' AND j.cancel_requested THEN 'cancelled'
-                      ELSE o.status END,
+    SET status = CASE WHEN o.status = 'queued' AND (j.cancel_requested OR t.sibling IS NOT NULL)
+                      THEN 'cancelled' ELSE o.status END,
+        superseded_by = t.sibling,
         runner_id = NULL,
         result = o.result::jsonb,
         error = coalesce(o.error::jsonb, j.error),
         failures = j.failures + o.failed::int,
-        run_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
+        run_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested AND t.sibling IS NULL
                       THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-        due = /* schema */due_soon(now() + make_interval(secs => o.delay)),
-        finished_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested
+        due = o.status = 'queued' AND NOT j.cancel_requested AND t.sibling IS NULL
+              AND /* schema */due_soon(now() + make_interval(secs => o.delay)),
+        finished_at = CASE WHEN o.status = 'queued' AND NOT j.cancel_requested AND t.sibling IS NULL
                            THEN NULL ELSE now() END
-    FROM outcome AS o
+    FROM outcome AS o, target AS t
     -- The fence (re-stated: `target` holds these rows' locks).
-    WHERE j.id = o.id AND j.id = ANY (ARRAY(SELECT id FROM target))
+    WHERE j.id = o.id AND t.id = o.id
       AND j.runner_id IS NOT DISTINCT FROM o.runner_id AND j.attempts = o.attempt
       AND j.status = 'running'
     RETURNING j.id, j.status, j.attempts, j.queue, j.run_at, j.due, j.started_at, o.runner_id,
-              o.error,
-              CASE WHEN j.status = 'cancelled' AND o.status = 'queued'
+              o.error, j.superseded_by,
+              CASE WHEN j.lock_key IS NOT NULL AND NOT j.due THEN j.lock_key END AS freed_lock,
+              CASE WHEN j.superseded_by IS NOT NULL
+                   THEN 'superseded by job ' || j.superseded_by || ', queued with the same key ('
+                        || o.reason || ')'
+                   WHEN j.status = 'cancelled' AND o.status = 'queued'
                    THEN 'cancelled (requested while running): ' || o.reason
                    ELSE o.reason END AS reason
 ), events AS (
     INSERT INTO /* schema */job_events
         (job_id, from_status, to_status, attempt, runner_id, kind, reason, error)
     SELECT f.id, 'running', f.status, f.attempts, f.runner_id,
-           CASE f.status WHEN 'queued' THEN 'retry_scheduled' ELSE f.status END,
+           CASE WHEN f.superseded_by IS NOT NULL THEN 'superseded'
+                WHEN f.status = 'queued' THEN 'retry_scheduled' ELSE f.status END,
            f.reason, CASE WHEN f.status <> 'succeeded' THEN f.error::jsonb END
     FROM finished AS f
 ), counted AS (
@@ -237,10 +294,11 @@ WITH outcome AS (
     ) AS w
 )
 -- Reading notified and woken in the select list is what runs them.
-SELECT 'done' AS what, f.id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken
+SELECT 'done' AS what, f.id, (SELECT n FROM notified) AS notified, (SELECT n FROM woken) AS woken,
+       f.freed_lock
 FROM finished AS f
 UNION ALL
-SELECT 'busy', b.id, NULL, NULL FROM busy AS b
+SELECT 'busy', b.id, NULL, NULL, NULL FROM busy AS b
 
 -- name: job_outcome_check
 -- Of these (job, attempt, runner) outcomes, those the history shows already written: a write
@@ -252,16 +310,26 @@ JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(runner_ids)s::bigint[])
      AS o(id, attempt, runner_id)
   ON o.id = e.job_id
 WHERE e.attempt = o.attempt AND e.runner_id = o.runner_id AND e.from_status = 'running'
-  AND e.kind IN ('succeeded', 'retry_scheduled', 'failed', 'cancelled')
+  AND e.kind IN ('succeeded', 'retry_scheduled', 'failed', 'cancelled', 'superseded')
 
 -- name: job_probe
 -- Whether a claim in mode 'all' or over a list of queues could find work now, read-only (no
 -- row lock, no transaction id, no WAL): an idle runner's poll runs this and claims only when
--- it says yes.
+-- it says yes. Paused queues hold no work for it.
 SELECT CASE WHEN %(mode)s::text = 'all'
             THEN EXISTS (SELECT 1 FROM /* schema */jobs AS j
-                         WHERE j.status = 'queued' AND j.due AND j.run_at <= now())
+                         WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
+                           AND NOT (j.queue = ANY (ARRAY(SELECT q.name FROM /* schema */queues AS q
+                                                         WHERE q.paused_at IS NOT NULL))))
             ELSE EXISTS (SELECT 1 FROM /* schema */jobs AS j
-                         WHERE j.queue = ANY (%(queues)s::text[])
+                         WHERE j.queue = ANY (ARRAY(
+                                   SELECT s.queue FROM unnest(%(queues)s::text[]) AS s(queue)
+                                   WHERE NOT EXISTS (SELECT 1 FROM /* schema */queues AS q
+                                                     WHERE q.name = s.queue AND q.paused_at IS NOT NULL)))
                            AND j.status = 'queued' AND j.due AND j.run_at <= now())
        END AS work
+
+-- name: lock_release
+-- After job_finish, in its transaction: the slots its jobs freed go to their locks' first
+-- waiters (release_lock_slots), whose queues are woken.
+SELECT /* schema */release_lock_slots(%(keys)s::text[]) AS unblocked

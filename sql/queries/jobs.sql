@@ -3,76 +3,35 @@
 -- statement, so the history cannot disagree with the job.
 
 -- name: job_enqueue
--- Inserts one job and its 'enqueued' event, and wakes a runner waiting on its queue when the
--- job may run now (NOTIFY only while one waits; sent when the transaction commits).
-WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
-    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s, %(meta)s::jsonb
-    FROM (SELECT coalesce(%(run_at)s::timestamptz,
-                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
-    RETURNING id, due
-), event AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
-    SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
-), woken AS (
-    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM inserted WHERE inserted.due
-)
-SELECT id, true AS created, (SELECT count(*) FROM woken) AS woken FROM inserted
-
--- name: job_enqueue_unique
--- Inserts one job unless a queued or running job holds the same key; returns the holder then.
-WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, key,
-                                  meta)
-    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, at.run_at,
-           /* schema */due_soon(at.run_at), %(max_attempts)s, %(key)s, %(meta)s::jsonb
-    FROM (SELECT coalesce(%(run_at)s::timestamptz,
-                          now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS at
-    ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
-    RETURNING id, due
-), event AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
-    SELECT id, 'queued', 'enqueued', 'enqueued with key ' || %(key)s FROM inserted
-), woken AS (
-    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM inserted WHERE inserted.due
-)
-SELECT id, true AS created FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
-UNION ALL
--- The holder: visible unless it committed after this statement's snapshot, in which
--- case nothing is returned and the caller runs the statement again.
-SELECT id, false AS created FROM /* schema */jobs
-WHERE key = %(key)s AND status IN ('queued', 'running') AND NOT EXISTS (SELECT FROM inserted)
+-- One job, through enqueue_job: the one definition of an insert, shared with SQL callers
+-- (validation, unique-key scopes, debounce, lock gating, its event, the wake-up).
+SELECT e.id, e.created, e.replaced
+FROM /* schema */enqueue_job(
+    task => %(task)s::text, args => %(args)s::jsonb, kwargs => %(kwargs)s::jsonb,
+    queue => %(queue)s::text, priority => %(priority)s::int, run_at => %(run_at)s::timestamptz,
+    delay => make_interval(secs => %(delay)s::float8), max_attempts => %(max_attempts)s::int,
+    key => %(key)s::text, key_scope => %(key_scope)s::text,
+    key_period => make_interval(secs => %(key_period)s::float8),
+    on_conflict => %(on_conflict)s::text, debounce => make_interval(secs => %(debounce)s::float8),
+    debounce_max => make_interval(secs => %(debounce_max)s::float8), lock => %(lock)s::text,
+    lock_limit => %(lock_limit)s::int, meta => %(meta)s::jsonb) AS e
 
 -- name: job_enqueue_many
--- Inserts many jobs of one task in one statement, with their events, and wakes a runner
--- waiting on the queue once. args is a JSON array of argument arrays; kwargs a JSON array of
--- objects, or NULL when no job has any.
-WITH inserted AS (
-    INSERT INTO /* schema */jobs (queue, task, args, kwargs, priority, run_at, due, max_attempts, meta)
-    SELECT %(queue)s, %(task)s, call.args, coalesce(call.kwargs, '{}'), %(priority)s, at.run_at,
-           at.due, %(max_attempts)s, %(meta)s::jsonb
-    FROM (SELECT t.run_at, /* schema */due_soon(t.run_at) AS due
-          FROM (SELECT coalesce(%(run_at)s::timestamptz,
-                                now() + make_interval(secs => %(delay)s::float8)) AS run_at) AS t) AS at,
-    -- ROWS FROM zips the two lists (a NULL kwargs list yields NULLs), in order.
-         ROWS FROM (jsonb_array_elements(%(args)s::jsonb),
-                    jsonb_array_elements(%(kwargs)s::jsonb)) WITH ORDINALITY AS call(args, kwargs, n)
-    ORDER BY call.n
-    RETURNING id, due
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, to_status, kind, reason)
-    SELECT id, 'queued', 'enqueued', 'enqueued' FROM inserted
-), woken AS (
-    SELECT /* schema */wake(ARRAY[%(queue)s::text]) FROM (SELECT 1 FROM inserted WHERE due LIMIT 1) AS one
-)
-SELECT id FROM inserted WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY id
+-- Many jobs of one task in one statement, through enqueue_many (args: a JSON array of argument
+-- arrays; kwargs: a JSON array of objects, or NULL when no job has any).
+SELECT e.id
+FROM /* schema */enqueue_many(
+    task => %(task)s::text, args => %(args)s::jsonb, kwargs => %(kwargs)s::jsonb,
+    queue => %(queue)s::text, priority => %(priority)s::int, run_at => %(run_at)s::timestamptz,
+    delay => make_interval(secs => %(delay)s::float8), max_attempts => %(max_attempts)s::int,
+    meta => %(meta)s::jsonb) AS e(id)
 
 -- name: job_get
 -- One job's row.
 SELECT id, queue, task, args, kwargs, priority, run_at, status, attempts, failures, crashes,
-       max_attempts, key, runner_id, result, error, cancel_requested, enqueued_at, started_at,
-       finished_at, meta
+       max_attempts, coalesce(key, scoped_key) AS key, coalesce(key_scope, CASE WHEN key IS NOT NULL
+       THEN 'active' END) AS key_scope, key_until, lock_key AS lock, lock_limit, blocked, superseded_by,
+       runner_id, result, error, cancel_requested, enqueued_at, started_at, finished_at, meta
 FROM /* schema */jobs
 WHERE id = %(id)s
 
@@ -93,26 +52,5 @@ INSERT INTO /* schema */result_waiters (job_id) VALUES (%(id)s) RETURNING id
 DELETE FROM /* schema */result_waiters WHERE id = %(waiter)s
 
 -- name: job_cancel
--- Cancels a queued job now; a running job gets cancellation requested. Writes the event.
-WITH changed AS (
-    UPDATE /* schema */jobs
-    SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-        finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
-        cancel_requested = true
-    WHERE id = %(id)s
-      AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))
-    RETURNING id, status, attempts, runner_id
-), events AS (
-    INSERT INTO /* schema */job_events (job_id, from_status, to_status, attempt, runner_id, kind, reason)
-    SELECT id,
-           CASE WHEN status = 'cancelled' THEN 'queued' ELSE 'running' END,
-           status, attempts, runner_id,
-           CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END,
-           CASE WHEN status = 'cancelled' THEN %(reason)s
-                ELSE 'cancellation requested: ' || %(reason)s END
-    FROM changed
-), notified AS (
-    SELECT /* schema */notify_finished(array_agg(id)) AS n
-    FROM changed WHERE status = 'cancelled' HAVING count(*) > 0
-)
-SELECT id, status, (SELECT n FROM notified) AS notified FROM changed
+-- Cancels a queued job now; a running job gets cancellation requested (cancel_jobs).
+SELECT c.id, c.status FROM /* schema */cancel_jobs(ARRAY[%(id)s::bigint], %(reason)s::text) AS c

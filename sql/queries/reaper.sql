@@ -153,13 +153,15 @@ GROUP BY r.status
 
 -- name: job_promote
 -- Moves up to `batch` queued jobs whose run_at has come into the claim indexes, oldest first,
--- and wakes the runners waiting on their queues.
+-- and wakes the runners waiting on their queues. Jobs with a lock key are left to
+-- promote_locked (they take a slot of their lock, or wait blocked for one).
 WITH promoted AS (
     UPDATE /* schema */jobs AS j
     SET due = true
     WHERE j.id = ANY (ARRAY(
         SELECT s.id FROM /* schema */jobs AS s
-        WHERE s.status = 'queued' AND NOT s.due AND /* schema */due_soon(s.run_at)
+        WHERE s.status = 'queued' AND NOT s.due AND NOT s.blocked AND /* schema */due_soon(s.run_at)
+          AND s.lock_key IS NULL
         ORDER BY s.run_at
         LIMIT %(batch)s::int
         FOR UPDATE SKIP LOCKED))
@@ -171,3 +173,11 @@ WITH promoted AS (
     ) AS w
 )
 SELECT (SELECT count(*) FROM promoted) AS promoted, (SELECT n FROM woken) AS woken
+
+-- name: job_promote_locked
+-- Jobs with a lock key whose run_at has come: gated like a new enqueue (promote_locked).
+SELECT /* schema */promote_locked(%(batch)s::int) AS promoted
+
+-- name: lock_sweep
+-- The backstop for a lost release: locks with waiters and a free slot give it (the sweep).
+SELECT /* schema */release_stuck_waiters() AS unblocked
