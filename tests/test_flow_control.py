@@ -272,12 +272,16 @@ def test_jobs_of_one_lock_key_never_overlap_and_keep_their_order(wapp, start_wor
         start_worker("--concurrency", "8")
     wait_for(lambda: admin.execute(f"""SELECT count(*) FROM "{schema}".jobs WHERE status = 'succeeded'""").fetchone()[0] == 1000,
              timeout=240, interval=0.2, message="1,000 locked jobs to finish")
+    # From the history: a job's claim is written by a statement that saw its predecessor's end
+    # committed, so its event comes later in the events' sequence. (Event ids, not times: an
+    # event's time is its transaction's start, and a claim's transaction may start a moment
+    # before the end it then sees committed.)
     rows = admin.execute(f"""
-        SELECT j.lock_key, j.id, c.at, f.at, c.runner_id
+        SELECT j.lock_key, j.id, c.id, f.id, c.runner_id
         FROM "{schema}".jobs AS j
         JOIN "{schema}".job_events AS c ON c.job_id = j.id AND c.kind = 'claimed'
         JOIN "{schema}".job_events AS f ON f.job_id = j.id AND f.kind = 'succeeded'
-        ORDER BY j.lock_key, c.at, c.id""").fetchall()
+        ORDER BY j.lock_key, c.id""").fetchall()
     by_key = defaultdict(list)
     for key, job_id, claimed, finished, runner in rows:
         by_key[key].append((job_id, claimed, finished, runner))

@@ -21,7 +21,8 @@ MIGRATION_SHA256 = {
 
 def test_queries_load_and_render_for_a_schema() -> None:
     queries = sqlfiles.Queries("my_schema")
-    assert '"my_schema".jobs' in queries.job_enqueue
+    assert '"my_schema".enqueue_job(' in queries.job_enqueue
+    assert '"my_schema".jobs' in queries.job_claim
     assert "/* schema */" not in queries.job_enqueue
     assert queries["job_get"] == queries.job_get
 

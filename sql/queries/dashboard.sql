@@ -60,7 +60,7 @@ WITH RECURSIVE heads AS (
     -- ORDER BY run_at: a walk of jobs_scheduled_idx that stops at the cap.
     SELECT s.queue, count(*) AS scheduled, min(s.run_at) AS next_run_at
     FROM (SELECT j.queue, j.run_at FROM /* schema */jobs AS j
-          WHERE j.status = 'queued' AND NOT j.due
+          WHERE j.status = 'queued' AND NOT j.due AND NOT j.blocked
           ORDER BY j.run_at LIMIT %(cap)s::int) AS s
     GROUP BY s.queue
 ), running AS (
@@ -333,7 +333,8 @@ ORDER BY what, priority DESC, run_at, id
 
 -- name: dashboard_jobs_scheduled
 -- Queued jobs scheduled for later, soonest first (jobs_scheduled_idx), after the key
--- (`after_at`, `after_id`).
+-- (`after_at`, `after_id`). (Jobs waiting for a lock's slot are not scheduled: they are counted
+-- in queue_stats.blocked.)
 WITH win AS MATERIALIZED (
     SELECT j.id, j.run_at,
            (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
@@ -341,7 +342,7 @@ WITH win AS MATERIALIZED (
            AND (%(args)s::jsonb IS NULL OR j.args @> %(args)s::jsonb)
            AND (%(kwargs)s::jsonb IS NULL OR j.kwargs @> %(kwargs)s::jsonb) AS hit
     FROM /* schema */jobs AS j
-    WHERE j.status = 'queued' AND NOT j.due
+    WHERE j.status = 'queued' AND NOT j.due AND NOT j.blocked
       AND (%(after_at)s::timestamptz IS NULL OR j.run_at >= %(after_at)s::timestamptz)
       AND (%(after_at)s::timestamptz IS NULL
            OR (j.run_at, j.id) > (%(after_at)s::timestamptz, %(after_id)s::bigint))
