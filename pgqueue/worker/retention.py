@@ -4,9 +4,10 @@ failed jobs' retention, so a busy system's tables stop growing without anyone wr
 
 Cheap by construction. Each batch is one short transaction of ``job_prune_batch`` (at most
 ``BATCH`` jobs of one state, oldest first through ``jobs_finished_idx``, rows someone holds
-skipped); a pass spends at most ``BUDGET`` seconds on it (the claim loop of the runner that
-runs the pass waits meanwhile), then leaves the rest to the next pass. With nothing left to
-delete, it looks again only every ``EVERY`` seconds. A job whose period-scoped key is still in
+skipped); a run spends at most ``BUDGET`` seconds (the claim loop of the runner that runs the
+pass waits meanwhile) and, with rows left, the next runs ``BEHIND_EVERY`` seconds later: at
+most a tenth of one runner's time while retention catches up. With nothing left to delete,
+it looks again only every ``EVERY`` seconds. A job whose period-scoped key is still in
 its period is kept (it keeps its key taken). ``pgqueue prune`` runs the same statement by hand.
 """
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 500
 BUDGET = 0.1
+BEHIND_EVERY = 1.0
 EVERY = 10.0
 
 
@@ -93,7 +95,7 @@ class Retention:
                     break
             if more:
                 break
-        self._next = time.monotonic() + (0.0 if more else self.every)
+        self._next = time.monotonic() + (BEHIND_EVERY if more else self.every)
         result = PruneResult(jobs, events, batches, more)
         if jobs or events:
             logger.info("retention: deleted %d finished job(s) and %d schedule event(s) in %d batch(es)%s",
