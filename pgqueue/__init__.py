@@ -28,6 +28,7 @@ from .errors import (
     ResultTimeout,
     Retry,
     RunnerDied,
+    ScheduleNotFound,
     SchemaNotMigrated,
     UnknownTask,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "RunnerDied",
+    "ScheduleNotFound",
     "SchemaNotMigrated",
     "Settings",
     "Task",

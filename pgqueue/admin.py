@@ -8,31 +8,16 @@ CLI shows is exactly what SQL users see.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import errors
 from .jobs import STATUSES
+from .settings import parse_duration
 
 if TYPE_CHECKING:
     from .app import App
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|weeks?)?\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '30s', '15m', '2h', '7d', '1w'."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise errors.ConfigurationError(
-            f"{text!r} is not a duration: write a number of seconds, or a number with a unit "
-            "(s, m, h, d, w), e.g. 30s, 15m, 2h, 7d or 1w"
-        )
-    unit = (match.group(2) or "s")[0]
-    return float(match.group(1)) * _UNIT_SECONDS[unit]
 
 
 def parse_since(text: str, now: dt.datetime) -> dt.datetime:

@@ -12,6 +12,7 @@ from . import db, errors, migrations, sqlfiles
 from .embedded import EmbeddedServer
 from .hooks import Hooks
 from .jobs import Job
+from .schedules import Definition, Schedules
 from .settings import Settings, project_root
 from .store import JobStore
 from .waiting import ResultWaiters
@@ -95,6 +96,8 @@ class App:
         self.queues = QueueControls(self)
         #: Callbacks around enqueue and each job run (see ``pgqueue.hooks``).
         self.hooks = Hooks()
+        #: Cron schedules: the ones this code declares, and the operator's controls.
+        self.schedules = Schedules(self)
         self._database: db.Database | None = None
         self._description: str | None = None
         self._lock = threading.Lock()
@@ -239,6 +242,38 @@ class App:
         ))
         self.tasks[name] = task
         return task
+
+    # ------------------------------------------------------------- schedules
+
+    def periodic(self, *, cron: str, id: str | None = None, timezone: str = "UTC",
+                 args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+                 queue: str | None = None, priority: int | None = None, catch_up: str = "latest",
+                 catch_up_within: Any = 3600.0,
+                 overlap: str = "allow") -> Callable[[Task[..., Any]], Task[..., Any]]:
+        """Run a task on a cron schedule, stacked above ``@app.task``::
+
+            @app.periodic(cron="*/5 * * * *", id="digest", timezone="Europe/Berlin")
+            @app.task
+            def digest(): ...
+
+        ``id`` names the schedule for good (default: the task's name; needed for each schedule
+        when a task has several). ``catch_up`` after missed ticks: "skip", "latest" (the latest
+        missed tick once, if within ``catch_up_within`` seconds, default an hour) or "all";
+        ``overlap``: "allow", or "skip" while the schedule's previous job is queued or running.
+        Checked here: a bad expression, time zone or option raises ConfigurationError."""
+        options = dict(cron=cron, id=id, timezone=timezone, args=tuple(args), kwargs=kwargs,
+                       queue=queue, priority=priority, catch_up=catch_up,
+                       catch_up_within=catch_up_within, overlap=overlap)
+
+        def decorate(task: Task[..., Any]) -> Task[..., Any]:
+            self.schedules.add(task, **options)
+            return task
+
+        return decorate
+
+    def schedule(self, task: Task[..., Any], *, cron: str, **options: Any) -> Definition:
+        """``@app.periodic`` without a decorator: ``app.schedule(task, cron="0 3 * * *", ...)``."""
+        return self.schedules.add(task, cron=cron, **options)
 
     def get_task(self, name: str) -> Task[..., Any]:
         try:

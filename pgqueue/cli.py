@@ -612,6 +612,109 @@ def prune(ctx: click.Context, older_than: str, batch: int) -> None:
                f"{result.waiters} stale waiter(s) in {result.seconds:.1f} s")
 
 
+# ------------------------------------------------------------ schedules
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool) -> None:
+    """Cron schedules: id, task, cron, time zone, next run, last run and its job's status,
+    paused or orphaned. Subcommands act on one schedule."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app = load_app(ctx, read_only=True)
+    rows = app.schedules.list()
+    if as_json:
+        _echo_json(rows)
+        return
+    from .display import table
+
+    click.echo(table(
+        [(r["id"], r["task"], r["cron"], r["timezone"],
+          None if r["paused"] or r["orphaned"] else r["next_run_at"], r["last_run_for"],
+          _last_status(r), _schedule_state(r)) for r in rows],
+        ["id", "task", "cron", "timezone", "next run", "last run", "last status", "state"],
+        empty="(no schedules: declare them with @app.periodic; a worker's start writes them)"))
+
+
+def _last_status(row: dict[str, Any]) -> str:
+    if row["last_job_id"] is None:
+        return "-"
+    return f"{row['last_job_status'] or 'pruned'} (job {row['last_job_id']})"
+
+
+def _schedule_state(row: dict[str, Any]) -> str:
+    states = []
+    if row["paused"]:
+        states.append("paused" + (f" ({row['pause_reason']})" if row["pause_reason"] else ""))
+    if row["orphaned"]:
+        states.append("orphaned (no live runner declares it)")
+    return ", ".join(states) or "active"
+
+
+@schedules.command("pause")
+@click.argument("schedule_id")
+@click.option("--reason", help="Why (shown with the schedule).")
+@click.pass_context
+def schedules_pause(ctx: click.Context, schedule_id: str, reason: str | None) -> None:
+    """Stop firing a schedule (its ticks are recorded as missed) until resumed."""
+    app = load_app(ctx, read_only=True)
+    changed = app.schedules.pause(schedule_id, reason=reason)
+    click.echo(f"schedule {schedule_id!r} is paused" if changed else f"schedule {schedule_id!r} was paused already")
+
+
+@schedules.command("resume")
+@click.argument("schedule_id")
+@click.pass_context
+def schedules_resume(ctx: click.Context, schedule_id: str) -> None:
+    """Fire a paused schedule again, from its next tick (ticks while paused are not caught up)."""
+    app = load_app(ctx, read_only=True)
+    changed = app.schedules.resume(schedule_id)
+    click.echo(f"schedule {schedule_id!r} is resumed" if changed else f"schedule {schedule_id!r} was not paused")
+
+
+@schedules.command("trigger")
+@click.argument("schedule_id")
+@click.pass_context
+def schedules_trigger(ctx: click.Context, schedule_id: str) -> None:
+    """Enqueue one job of a schedule now, as a tick would (its next tick does not move)."""
+    app = load_app(ctx, read_only=True)
+    job = app.schedules.trigger(schedule_id)
+    if job.created:
+        click.echo(f"schedule {schedule_id!r}: job {job.id} enqueued")
+    else:
+        click.echo(f"schedule {schedule_id!r}: nothing enqueued, job {job.id} of an earlier run is still "
+                   "queued or running (overlap skip)")
+
+
+@schedules.command("remove")
+@click.argument("schedule_id")
+@click.pass_context
+def schedules_remove(ctx: click.Context, schedule_id: str) -> None:
+    """Delete a schedule no live runner declares (an orphaned one); its history stays."""
+    app = load_app(ctx, read_only=True)
+    app.schedules.remove(schedule_id)
+    click.echo(f"schedule {schedule_id!r} removed")
+
+
+@schedules.command("history")
+@click.argument("schedule_id")
+@click.option("--limit", default=30, show_default=True, help="At most this many events, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def schedules_history(ctx: click.Context, schedule_id: str, limit: int, as_json: bool) -> None:
+    """A schedule's latest events: each tick fired, missed or skipped, with the reason."""
+    from .display import table
+
+    app = load_app(ctx, read_only=True)
+    rows = app.schedules.history(schedule_id, limit=limit)
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(table([(r["at"], r["kind"], r["tick"], r["job_id"], r["reason"]) for r in rows],
+                     ["at", "kind", "tick", "job", "reason"], empty="(no events)"))
+
+
 # ------------------------------------------------------------ monitoring
 
 @command()

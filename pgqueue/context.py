@@ -12,6 +12,7 @@ emitted while the job runs, so a worker's log can be filtered by job.
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
@@ -36,6 +37,28 @@ class JobContext:
     meta: dict = field(default_factory=dict)
     #: Seconds the job waited between becoming runnable and this attempt's claim.
     waited: float = 0.0
+
+    @property
+    def schedule(self) -> str | None:
+        """The id of the cron schedule that enqueued this job, or None."""
+        value = self.meta.get("schedule")
+        return value if isinstance(value, str) else None
+
+    @property
+    def scheduled_for(self) -> dt.datetime | None:
+        """The tick this job runs for (an aware datetime in UTC) when a schedule enqueued it
+        (for a manual trigger: when it was triggered); None otherwise."""
+        value = self.meta.get("scheduled_for") if self.schedule else None
+        try:
+            return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc) if value else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def late(self) -> bool:
+        """True when its schedule fired it late: a catch-up of a tick missed while no runner
+        fired (more than 10 s after its time)."""
+        return bool(self.schedule and self.meta.get("late") is True)
 
     @property
     def cancel_requested(self) -> bool:

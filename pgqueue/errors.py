@@ -18,6 +18,7 @@ __all__ = [
     "ArgumentNotSerializable",
     "UnknownTask",
     "JobNotFound",
+    "ScheduleNotFound",
     "JobStateError",
     "JobFailed",
     "JobCancelled",
@@ -62,6 +63,10 @@ class UnknownTask(PgQueueError, LookupError):
 
 class JobNotFound(PgQueueError, LookupError):
     """No job has this id."""
+
+
+class ScheduleNotFound(PgQueueError, LookupError):
+    """No schedule has this id."""
 
 
 class JobStateError(PgQueueError):
@@ -135,6 +140,7 @@ for _cls in (
     ArgumentNotSerializable,
     UnknownTask,
     JobNotFound,
+    ScheduleNotFound,
     JobStateError,
     JobFailed,
     JobCancelled,

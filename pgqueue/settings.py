@@ -15,9 +15,12 @@ the CLI help are checked against it, so there is one description per setting.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import logging
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +51,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_EMBEDDED_DIR = ".pgqueue"
 DEFAULT_MAINTENANCE_INTERVAL = 0.25
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+DAY = 86_400.0
+DEFAULT_RETAIN_SUCCEEDED = 7 * DAY
+DEFAULT_RETAIN_CANCELLED = 7 * DAY
+DEFAULT_RETAIN_FAILED = 30 * DAY
 PREPARED_CHOICES = ("auto", "on", "off")
 
 # Recovery bounds: a heartbeat faster than this loads the database for nothing; a
@@ -60,6 +67,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+def _retention(default: float, help: str) -> Any:
+    """A retention: seconds (or a duration such as "7d", or a timedelta); None keeps forever."""
+    return field(default=default, metadata={"help": help, "kind": "retention"})
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,19 @@ class Settings:
     dashboard_password: str | None = _setting(
         None, "Password of the dashboard's basic authentication (set it in the environment)."
     )
+    retain_succeeded: float | None = _retention(
+        DEFAULT_RETAIN_SUCCEEDED,
+        "How long succeeded jobs (and their events) are kept before the maintenance pass deletes "
+        "them: seconds or a duration (7d, 12h); none keeps them.",
+    )
+    retain_cancelled: float | None = _retention(
+        DEFAULT_RETAIN_CANCELLED, "How long cancelled jobs are kept (as retain_succeeded); none keeps them.",
+    )
+    retain_failed: float | None = _retention(
+        DEFAULT_RETAIN_FAILED,
+        "How long failed jobs are kept (as retain_succeeded); none keeps them. Schedule events are "
+        "kept as long.",
+    )
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # ----------------------------------------------------------------- loading
@@ -186,7 +211,9 @@ class Settings:
         cwd: Path | None = None,
     ) -> "Settings":
         """Build the settings from arguments, environment and pyproject.toml."""
-        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        # None means "unset", except for a retention, where it means "keep forever".
+        overrides = {k: v for k, v in (overrides or {}).items()
+                     if v is not None or _kinds().get(k) == "retention"}
         environ = os.environ if environ is None else environ
         names = setting_names()
         unknown = sorted(set(overrides) - set(names))
@@ -269,6 +296,10 @@ class Settings:
                 f"app must look like module:attribute (e.g. myproject.tasks:app) or "
                 f"path/to/file.py:attribute, not {self.app!r} (from {self.source('app')})"
             )
+        for name in RETENTION_SETTINGS:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 < value <= MAX_RETENTION):
+                fail(name, "a duration longer than 0 and at most 100 years (seconds, or e.g. 7d), or none")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             fail("metrics_port", "a port number from 1 to 65535")
         if self.queues is not None:
@@ -307,6 +338,8 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_result_bytes": (1024, 256 * 1024 * 1024, True),
 }
 MAX_QUEUE_LENGTH = 128
+RETENTION_SETTINGS = ("retain_succeeded", "retain_cancelled", "retain_failed")
+MAX_RETENTION = 100 * 365 * DAY
 
 
 def _did_you_mean(name: str, choices: list[str]) -> str:
@@ -339,9 +372,47 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|weeks?)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_KEEP = {"none", "never", "forever", "off", "keep"}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '30s', '15m', '2h', '7d', '1w'."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise errors.ConfigurationError(
+            f"{text!r} is not a duration: write a number of seconds, or a number with a unit "
+            "(s, m, h, d, w), e.g. 30s, 15m, 2h, 7d or 1w"
+        )
+    unit = (match.group(2) or "s")[0]
+    return float(match.group(1)) * _UNIT_SECONDS[unit]
+
+
+def _retention_value(value: Any) -> float | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        if value.strip().lower() in _KEEP:
+            return None
+        try:
+            return parse_duration(value)
+        except errors.ConfigurationError:
+            raise ValueError from None
+    raise ValueError
+
+
 def _coerce(name: str, value: Any, where: str) -> Any:
     kind = _kinds()[name]
     try:
+        if kind == "retention":
+            return _retention_value(value)
         if kind is bool:
             if isinstance(value, bool):
                 return value
@@ -378,15 +449,19 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     except (TypeError, ValueError):
         pass
     expected = {bool: "true or false", int: "a whole number", float: "a number of seconds",
-                tuple: "a comma-separated list", str: "a string"}[kind]
+                tuple: "a comma-separated list", str: "a string",
+                "retention": "a duration (seconds, or e.g. 7d, 12h) or none"}[kind]
     raise errors.ConfigurationError(f"{where}={value!r}: {name} must be {expected}")
 
 
-def _kinds() -> dict[str, type]:
-    kinds: dict[str, type] = {}
+@functools.cache
+def _kinds() -> dict[str, Any]:
+    kinds: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         annotation = str(f.type)
-        if annotation.startswith("bool"):
+        if f.metadata.get("kind") == "retention":
+            kinds[f.name] = "retention"
+        elif annotation.startswith("bool"):
             kinds[f.name] = bool
         elif annotation.startswith("int"):
             kinds[f.name] = int

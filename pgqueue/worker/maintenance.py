@@ -33,7 +33,9 @@ Then, in its own transaction (a failing reap must not stop scheduled jobs from r
 ``job_promote``: queued jobs whose ``run_at`` has come move into the claim indexes, and runners
 waiting on their queues are woken; jobs with a lock key take a free slot of their lock or wait
 blocked for one (``promote_locked``). With the sweep, ``lock_sweep``: locks that have waiters
-and a free slot give it (the backstop for a release lost with its connection).
+and a free slot give it (the backstop for a release lost with its connection). Then, each in
+short transactions of its own, the due ticks of cron schedules fire (``firing.py``) and, every
+few seconds, finished jobs past retention are deleted (``retention.py``).
 
 Not handled here: a runner that heartbeats but whose tasks hang (the task ``timeout``).
 """
@@ -43,10 +45,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import sqlfiles
 from .connections import ServiceConnection
+
+if TYPE_CHECKING:
+    from .firing import Firing
+    from .retention import Retention
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,8 @@ class PassResult:
     cancelled: int = 0
     swept: int = 0
     promoted: int = 0
+    fired: int = 0  # ticks of cron schedules
+    pruned: int = 0  # finished jobs past retention
 
 
 @dataclass
@@ -101,8 +109,11 @@ class Maintenance:
 
     def __init__(self, *, queries: sqlfiles.Queries, interval: float, dead_after: float,
                  max_crashes: int, process_checks: bool, statement_timeout: float,
-                 emit: Callable[..., None] = lambda name, **fields: None) -> None:
+                 emit: Callable[..., None] = lambda name, **fields: None,
+                 firing: "Firing | None" = None, retention: "Retention | None" = None) -> None:
         self._emit = emit
+        self.firing = firing
+        self.retention = retention
         self._queries = queries
         self.interval = interval
         self.dead_after = dead_after
@@ -154,9 +165,12 @@ class Maintenance:
             promoted += conn.run_one(q.raw("job_promote_locked"), {"batch": PROMOTE_LOCKED_BATCH})[0]
             if sweep:
                 conn.run(q.raw("lock_sweep"), {})
+        fired = self.firing.run_once(conn, runner_id, timeouts=timeouts).fired if self.firing else 0
+        pruned = self.retention.run_once(conn, at, timeouts=timeouts).jobs \
+            if self.retention and self.retention.due() else 0
         result = PassResult(True, at, tuple(d[0] for d in dead), tuple(d[1] for d in dead),
                             counts.get("queued", 0), counts.get("failed", 0),
-                            counts.get("cancelled", 0), swept, promoted)
+                            counts.get("cancelled", 0), swept, promoted, fired, pruned)
         _log(result)
         for runner_id, reason, _max, silent, _told in dead:
             self._emit("runner_dead", runner_id=runner_id, reason=reason, silent_for=silent,

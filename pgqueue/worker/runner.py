@@ -48,12 +48,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import db, errors, migrations, sqlfiles
+from .. import db, errors, migrations, schedules, sqlfiles
 from ..version import __version__
 from . import claimer, completer, lease as leases
 from .connections import Backoff, OutageLog, ServiceConnection, is_connection_error, is_transient
 from .control import Control
+from .firing import Firing
 from .maintenance import Maintenance
+from .retention import Retention
 from .slots import Slots
 
 if TYPE_CHECKING:
@@ -152,7 +154,12 @@ class Runner:
             queries=self._queries, interval=settings.maintenance_interval,
             dead_after=settings.runner_dead_after, max_crashes=settings.max_crashes,
             process_checks=settings.instant_recovery, statement_timeout=io_timeout,
-            emit=app.hooks.emit)
+            emit=app.hooks.emit, firing=Firing(queries=self._queries),
+            retention=Retention.from_settings(self._queries, settings))
+        # The App's schedules are declared at each registration (at start, they may redefine).
+        self._sync_at: float | None = None
+        self._synced = False
+        self._sync_backoff = Backoff()
         self.control = Control(
             connection=ServiceConnection(dsn, "control", settings.connect_timeout,
                                          io_timeout=io_timeout,
@@ -202,6 +209,8 @@ class Runner:
                     self._begin_drain()
                 if self.lease.lost_incarnation is not None:
                     self._recover_lease()
+                if self._sync_at is not None and time.monotonic() >= self._sync_at:
+                    self._sync_schedules()
                 self.slots.expire()
                 self._check_stuck()
                 now = time.monotonic()
@@ -303,7 +312,31 @@ class Runner:
             self._notified = True
         self.lease.registered(runner_id)
         self.control.beat_soon()
+        if self.app.schedules.declared:
+            self._sync_at = 0.0
         return runner_id
+
+    def _sync_schedules(self) -> None:
+        """Declare the App's schedules as this runner (``schedules.sync``); on a database error,
+        again a moment later (claims go on meanwhile)."""
+        runner_id = self.lease.runner_id
+        if runner_id is None:
+            return
+        timeouts = {"timeout_ms": int(self.settings.runner_dead_after * 500),
+                    "lock_timeout_ms": int(self.settings.runner_dead_after * 250)}
+        try:
+            result = schedules.sync(self.app, self._conn, runner_id, redefine=not self._synced,
+                                    timeouts=timeouts)
+        except Exception as exc:
+            self._conn.discard()
+            logger.warning("could not declare this runner's %d schedule(s): %s; trying again",
+                           len(self.app.schedules.declared), db._one_line(exc))
+            self._sync_at = time.monotonic() + self._sync_backoff.next()
+            return
+        self._sync_at, self._synced = None, True
+        logger.info("runner %s declares %d schedule(s): %d new, %d redefined, %d declared again",
+                    runner_id, len(self.app.schedules.declared), len(result.created),
+                    len(result.redefined), len(result.declared_again))
 
     def _hold_liveness(self, conn: ServiceConnection, _pg: Any) -> None:
         """A new claim or completer connection (after an error): it holds the liveness lock too."""

@@ -30,7 +30,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from ... import errors
-from ...settings import Settings, _coerce, setting_names
+from ...settings import Settings, _coerce, _kinds, setting_names
 
 PREFIX = "PGQUEUE_"
 #: Core settings Django says in its own way.
@@ -91,8 +91,8 @@ def load() -> DjangoConfig:
             raise _fail(key, f"not a pgqueue setting; {hint}")
         if key in cores:
             name = cores[key]
-            if value is None:
-                continue  # None: not set here
+            if value is None and _kinds().get(name) != "retention":
+                continue  # None: not set here (for a retention: keep forever)
             try:  # its type first, so that the error names this key
                 _coerce(name, value, key)
             except errors.ConfigurationError as exc:
