@@ -46,7 +46,7 @@ def enqueue_many_op(q: sqlfiles.Queries, params: dict[str, Any]) -> Operation[li
     if not params["count"]:
         return []
     rows = yield q.job_enqueue_many, params
-    return [row["id"] for row in rows]
+    return list(rows[0]["ids"])
 
 
 def _one(rows: Rows, job_id: int, schema: str) -> dict[str, Any]:

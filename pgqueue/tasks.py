@@ -462,7 +462,11 @@ class EnqueueOptions:
         try:
             args_json = serialization.dumps(all_args)
             kwargs_json = serialization.dumps(all_kwargs) if any(all_kwargs) else None
-            if serialization.has_non_string_keys(all_args) or serialization.has_non_string_keys(all_kwargs):
+            # Only a dict can hide a non-string key: without one in the JSON (no "{" beyond the
+            # keyword dicts themselves, whose keys the signature check saw) there is none.
+            if ("{" in args_json and serialization.has_non_string_keys(all_args)) or (
+                    kwargs_json is not None and kwargs_json.count("{") > len(all_kwargs)
+                    and serialization.has_non_string_keys(all_kwargs)):
                 raise ValueError("a dict key is not a string")
         except (TypeError, ValueError):
             for index, (args, kwargs) in enumerate(zip(all_args, all_kwargs)):

@@ -18,8 +18,9 @@ FROM /* schema */enqueue_job(
 
 -- name: job_enqueue_many
 -- Many jobs of one task in one statement, through enqueue_many (args: a JSON array of argument
--- arrays; kwargs: a JSON array of objects, or NULL when no job has any).
-SELECT e.id
+-- arrays; kwargs: a JSON array of objects, or NULL when no job has any). The ids come back as
+-- one array, in the items' order (one row to decode, not one per job).
+SELECT coalesce(array_agg(e.id), '{}') AS ids
 FROM /* schema */enqueue_many(
     task => %(task)s::text, args => %(args)s::jsonb, kwargs => %(kwargs)s::jsonb,
     queue => %(queue)s::text, priority => %(priority)s::int, run_at => %(run_at)s::timestamptz,
