@@ -65,6 +65,21 @@ def test_overview_counts_queues_and_runners_and_flags_jobs_on_dead_runners(world
     assert "Throughput, last hour" in text and "c-succeeded" in text
 
 
+def test_overview_shows_queue_controls_and_jobs_waiting_for_a_lock(app, dashboards) -> None:
+    app.queues.pause("mail", reason="provider down", by="ops")
+    app.queues.limit("payments", concurrency=5, rate=100, per=60)
+    task = app.task(name="locked", lock="account:1")(lambda: None)
+    task.enqueue(), task.enqueue(), task.enqueue()
+    text = call(dashboards(), "/").text
+    assert rows_of(text, "data-queue") == ["default", "mail", "payments"]  # controlled, even empty
+    mail = text.split('data-queue="mail"')[1].split("</tr>")[0]
+    assert ">paused<" in mail and "provider down" in mail and "by ops" in mail
+    payments = text.split('data-queue="payments"')[1].split("</tr>")[0]
+    assert "max 5" in payments and "100/" in payments
+    default = text.split('data-queue="default"')[1].split("</tr>")[0]
+    assert "2 waiting for a lock" in default
+
+
 def test_every_response_carries_the_security_headers(world, dashboards) -> None:
     dashboard = dashboards()
     for path in ("/", "/jobs", "/static/pgqueue.js", "/nowhere", "/healthz"):

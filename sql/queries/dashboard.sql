@@ -93,9 +93,16 @@ WITH RECURSIVE heads AS (
         WHERE t.queue = tq.queue AND t.minute > now() - interval '1 day'
     ) AS d
     WHERE d.succeeded_24h IS NOT NULL
+), blocked AS (
+    -- Jobs waiting for a lock's slot (jobs_lock_waiters_idx), up to the cap.
+    SELECT b.queue, count(*) AS blocked
+    FROM (SELECT j.queue FROM /* schema */jobs AS j
+          WHERE j.status = 'queued' AND j.blocked LIMIT %(cap)s::int) AS b
+    GROUP BY b.queue
 ), names AS (
     SELECT queue FROM ready UNION SELECT queue FROM scheduled
     UNION SELECT queue FROM running UNION SELECT queue FROM done
+    UNION SELECT queue FROM blocked UNION SELECT q.name FROM /* schema */queues AS q
 )
 SELECT n.queue,
        coalesce(rd.ready, 0)::bigint AS ready,
@@ -114,12 +121,17 @@ SELECT n.queue,
        coalesce(rd.ready, 0) >= %(cap)s::int AS ready_truncated,
        (SELECT count(*) FROM heads) >= %(max_heads)s::int AS heads_truncated,
        coalesce((SELECT sum(s.scheduled) FROM scheduled AS s), 0) >= %(cap)s::int AS scheduled_truncated,
-       coalesce((SELECT sum(r.running) FROM running AS r), 0) >= %(cap)s::int AS running_truncated
+       coalesce((SELECT sum(r.running) FROM running AS r), 0) >= %(cap)s::int AS running_truncated,
+       coalesce(bl.blocked, 0)::bigint AS blocked,
+       qc.paused_at, qc.pause_reason, qc.paused_by, qc.concurrency_limit, qc.rate_limit,
+       extract(epoch FROM qc.rate_period)::float8 AS rate_period
 FROM names AS n
 LEFT JOIN ready AS rd ON rd.queue = n.queue
 LEFT JOIN scheduled AS sc ON sc.queue = n.queue
 LEFT JOIN running AS rn ON rn.queue = n.queue
 LEFT JOIN done AS dn ON dn.queue = n.queue
+LEFT JOIN blocked AS bl ON bl.queue = n.queue
+LEFT JOIN /* schema */queues AS qc ON qc.name = n.queue
 ORDER BY n.queue
 
 -- name: dashboard_throughput
