@@ -332,13 +332,18 @@ def drain_once(dsn: str, jobs: int, worker_args: list[str], timeout: float) -> t
 
 
 def bench_drain(opts: argparse.Namespace) -> list[Result]:
-    settings: list[int | None] = [None, 1, 10]
+    settings: list[int | str | None] = [None, 1, 10]
     settings += [c for c in opts.concurrency if c not in settings]
+    settings.append("processes 2")  # two worker processes under one supervisor (two cores)
     results = []
     for concurrency in settings:
-        args = [] if concurrency is None else ["--concurrency", str(concurrency)]
-        name = "default settings" if concurrency is None else f"--concurrency {concurrency}"
-        result = Result("drain", f"1 worker, {name}", "jobs/s")
+        if concurrency == "processes 2":
+            args, name, label = ["--processes", "2"], "--processes 2", "1 worker, --processes 2 (2 processes)"
+        else:
+            args = [] if concurrency is None else ["--concurrency", str(concurrency)]
+            name = "default settings" if concurrency is None else f"--concurrency {concurrency}"
+            label = f"1 worker, {name}"
+        result = Result("drain", label, "jobs/s")
         results.append(result)
         try:
             for run in range(1, opts.runs + 1):
