@@ -483,3 +483,24 @@ def test_a_worker_with_too_many_stuck_threads_restarts_in_place(wapp, start_work
     assert "restarting this worker process" in worker.log()
     # It works afresh.
     assert wapp.tasks["add"].enqueue(2, 3).result(timeout=20) == 5
+
+
+def test_under_a_supervisor_a_process_with_stuck_threads_is_replaced(wapp, start_worker, admin) -> None:
+    schema = wapp.settings.schema
+    supervisor = start_worker("--processes", "2", env={"PGQUEUE_MAX_STUCK_THREADS": "1"})
+
+    def children() -> set[int]:
+        return {r[0] for r in admin.execute(
+            f"""SELECT pid FROM "{schema}".runners WHERE state = 'running'""").fetchall()}
+
+    first = wait_for(lambda: c if len(c := children()) == 2 else None, timeout=30,
+                     message="two worker processes to register")
+    # Four jobs over two processes: one of them gets at least two, each stuck past its timeout.
+    jobs = [wapp.tasks["slow_sync"].enqueue(120) for _ in range(4)]
+    for job in jobs:
+        assert job.wait(30) == "failed"
+    fresh = wait_for(lambda: (c := children()) - first, timeout=60,
+                     message="the supervisor to start a fresh process")
+    assert fresh and supervisor.proc.poll() is None
+    assert "asked to be restarted (stuck task threads)" in supervisor.log()
+    assert wapp.tasks["add"].enqueue(1, 2).result(timeout=30) == 3
