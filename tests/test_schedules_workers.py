@@ -105,7 +105,7 @@ def test_eight_runners_fire_every_tick_once_with_no_gap(wapp, admin, start_cron_
     assert lags[len(lags) // 2] < 5.0, "generous: a tick fires within about a second"
 
 
-def test_a_runner_killed_in_the_middle_of_a_fire_leaves_the_tick_to_another(wapp, admin, start_cron_worker) -> None:
+def test_a_runner_killed_in_the_middle_of_a_fire_leaves_the_tick_to_another(wapp, admin, database_dsn, start_cron_worker) -> None:
     """The fire is held inside its statement (its job's key is being inserted by an open
     transaction of the test), after the cursor moved; the runner doing it is SIGKILLed there.
     Nothing of its fire commits: another runner fires that tick, once."""
@@ -115,7 +115,7 @@ def test_a_runner_killed_in_the_middle_of_a_fire_leaves_the_tick_to_another(wapp
     workers = [start_cron_worker(specs, "--concurrency", "2", env=env) for _ in range(2)]
     wait_for(lambda: declared(admin, schema, "held") == 2, timeout=60, message="both runners to declare it")
     lock_class = sqlfiles.runner_lock_class(schema)
-    with psycopg.connect(admin.info.dsn, autocommit=False) as blocker:
+    with psycopg.connect(database_dsn, autocommit=False) as blocker:
         blocker.execute(f"INSERT INTO \"{schema}\".jobs (task, key) VALUES ('noop', 'pgqueue:schedule:held')")
         blocker_pid = one(blocker, "SELECT pg_backend_pid()")
         tick = one(admin, f"SELECT next_run_at FROM \"{schema}\".schedules WHERE id = 'held'")

@@ -211,10 +211,10 @@ def test_the_trigger_recipe_commits_and_rolls_back_with_the_row(wapp, start_work
 
 @pytest.fixture
 def logins(admin, schema_name):
-    """Three login roles of this test (trust auth: they connect without a password)."""
+    """Three login roles of this test, with a password (the embedded server asks for one)."""
     made = {kind: f"{schema_name}_{kind}_login" for kind in ("producer", "worker", "reader")}
     for login in made.values():
-        admin.execute(f'CREATE ROLE "{login}" LOGIN')
+        admin.execute(f"CREATE ROLE \"{login}\" LOGIN PASSWORD '{LOGIN_PASSWORD}'")
     yield made
     groups = [f"{schema_name}_{kind}" for kind in ("producer", "worker", "reader")]
     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY (%s)",
@@ -227,8 +227,15 @@ def logins(admin, schema_name):
             admin.execute(f'DROP ROLE "{role}"')
 
 
+LOGIN_PASSWORD = "pgqueue-test-login"
+
+
+def login_dsn(dsn: str, login: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, user=login, password=LOGIN_PASSWORD)
+
+
 def as_login(dsn: str, login: str) -> psycopg.Connection:
-    return psycopg.connect(dsn, user=login, autocommit=True)
+    return psycopg.connect(login_dsn(dsn, login), autocommit=True)
 
 
 def refused(conn: psycopg.Connection, sql: str) -> bool:
@@ -281,11 +288,11 @@ def test_three_roles_each_do_what_they_must_and_nothing_else(wapp, database_dsn,
 
     # A real worker logged in as the worker role runs the producer's job; a Python App logged in
     # as the producer waits for its result.
-    worker_dsn = psycopg.conninfo.make_conninfo(database_dsn, user=logins["worker"])
+    worker_dsn = login_dsn(database_dsn, logins["worker"])
     start_worker(dsn=worker_dsn)
     import pgqueue
 
-    producer_app = pgqueue.App(dsn=psycopg.conninfo.make_conninfo(database_dsn, user=logins["producer"]),
+    producer_app = pgqueue.App(dsn=login_dsn(database_dsn, logins["producer"]),
                                schema=schema)
     try:
         producer_app.task(name="add")(lambda a, b: a + b)
