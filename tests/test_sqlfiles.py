@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_SHA256 = {
     "0001": "fe3a3003ff61436d174693c6e6b2f89b68aaa8591c7e1cdfcd7047ec456cac73",
     "0002": "53fc1c2db46267c60805c9724d73c0d2fc2fbee988ce495ce8bb2e92b1aaee73",
+    "0003": "c2f82df409bc1d98e5e181e6cac3c2a374173ff44c2f6d8d608e3a1a06e64464",
+    "0004": "b36b2ea2bcfc04a26b48b221fde726efae3c3c9d92b47f69d1959ce4b2231b1c",
+    "0005": "0efd02ae5403921b4d9f4534f354e9a8fd73eeac3e99f04db7640053cd4e6d81",
 }
 
 
