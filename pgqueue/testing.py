@@ -17,7 +17,7 @@ runs each task on the runner's slots (sync tasks on its threads, ``async def`` o
 your ``around_job`` hooks around each: a Flask app context, Django's connection hygiene),
 writes each outcome fenced by (runner, attempt) through the completer, and every transition
 leaves its row in ``job_events``, exactly as in production. It returns once no job of the
-served queues is runnable now (the question an idle worker asks, ``job_probe``) and none is
+served queues is runnable now (queued, due, and in a queue that is not paused) and none is
 held by its runner; so jobs that the tasks enqueue run too. Then the runner stops cleanly and
 the call returns what ran.
 
@@ -44,7 +44,6 @@ from psycopg.rows import dict_row
 
 from . import db, errors
 from .jobs import Job
-from .worker import claimer
 
 if TYPE_CHECKING:
     from .app import App
@@ -89,7 +88,6 @@ def run_pending(app: "App", *, queues: Iterable[str] | None = None, concurrency:
     # Every queue unless told (whatever the App's own queues setting says).
     settings = settings.replace(queues=served) if served else dataclasses.replace(settings, queues=None)
     runner = Runner(app, install_signals=False, settings=settings)
-    mode, _ = claimer.claim_mode(served, None)
     queries = app.queries
     progress = threading.Event()
     failure: list[BaseException] = []
@@ -127,7 +125,7 @@ def run_pending(app: "App", *, queues: Iterable[str] | None = None, concurrency:
             def one(query: str, params: dict) -> dict:
                 return cursor.execute(query, params).fetchone() or {}
 
-            probe = {"mode": mode, "queues": list(served) if served else None}
+            probe = {"queues": list(served) if served else None}
             while True:
                 progress.clear()
                 if failure:
@@ -136,7 +134,7 @@ def run_pending(app: "App", *, queues: Iterable[str] | None = None, concurrency:
                 # two snapshots would be in neither.
                 with conn.transaction():
                     busy = one(queries.testing_running, {"runner_id": runner_id})["running"] \
-                        or one(queries.job_probe, probe)["work"]
+                        or one(queries.testing_runnable, probe)["work"]
                 if not busy:
                     if not (with_scheduled and one(queries.testing_run_scheduled,
                                                    {"queues": probe["queues"]})["moved"]):

@@ -3,6 +3,7 @@ interval for the whole cluster, and the sweep for orphaned jobs finds them by ru
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -10,7 +11,7 @@ import psycopg
 import pytest
 
 from pgqueue.worker import claimer
-from pgqueue.worker.connections import BorrowedConnection
+from pgqueue.worker.connections import BorrowedConnection, ServiceConnection
 from pgqueue.worker.maintenance import Maintenance
 from sqlrunner import claim, maintain, register
 
@@ -122,3 +123,49 @@ def test_the_sweep_finds_orphaned_jobs_by_runner(app, admin) -> None:
                                   WHERE kind IN ('crashed', 'handed_back') GROUP BY kind""").fetchall())
     assert rows == {"crashed": 10, "handed_back": 10}
     assert admin.execute(f"""SELECT count(*) FROM "{schema}".jobs WHERE status = 'running'""").fetchone()[0] == 10
+
+
+def executed_rows_on_jobs(plan: list[str]) -> int:
+    """The most rows any executed plan node over ``jobs`` produced (``never executed`` nodes
+    and their children count nothing)."""
+    worst = 0
+    for line in plan:
+        match = re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+) loops=(\d+)", line)
+        if match and (" on jobs" in line or "Sort" in line):
+            worst = max(worst, int(match.group(1)) * int(match.group(2)))
+    return worst
+
+
+@pytest.mark.parametrize("mode", ["all", "one", "many", "limited"])
+def test_each_claim_reads_only_what_it_claims_on_an_analyzed_backlog(app, admin, database_dsn, mode) -> None:
+    """20,000 runnable jobs in one queue, the table analyzed (as autovacuum would): each
+    claim mode, through a connection set up as a worker's (generic plans, prepared once the
+    statement repeats), reads about as many rows as it claims. A claim that once tested each
+    row's queue against the paused ones sorted the whole backlog at every claim (with a single
+    queue in the statistics, the planner took "not one of the paused queues" to match no row)."""
+    schema = app.settings.schema
+    admin.execute(f"""INSERT INTO "{schema}".jobs (task, due) SELECT 't', true FROM generate_series(1, 20000)""")
+    admin.execute(f'ANALYZE "{schema}".jobs')
+    if mode == "limited":
+        app.queues.limit("default", concurrency=1000)
+    runner = register(app, admin, concurrency=20)
+    request = {"all": claimer.Claim.serving(runner, 20, None),
+               "one": claimer.Claim.serving(runner, 20, ("default",)),
+               "many": claimer.Claim.serving(runner, 20, ("default", "other")),
+               "limited": claimer.Claim.limited(runner, 20, "default")}[mode]
+    conn = ServiceConnection(database_dsn, "test", 5, generic_plans=True, io_timeout=5)
+    try:
+        for _ in range(6):  # psycopg prepares it at the 5th execution (these claims commit)
+            result = claimer.claim(conn, app.queries, request, app.settings.max_args_bytes)
+            assert len(result.jobs) == 20
+        pg = conn.get()
+        name, types = pg.execute("SELECT name, parameter_types FROM pg_prepared_statements "
+                                 "WHERE statement LIKE 'WITH me AS MATERIALIZED%%'").fetchone()
+        values = app.queries.raw("job_claim").params(request.params(app.settings.max_args_bytes))
+        with pg.transaction(force_rollback=True), psycopg.ClientCursor(pg) as cur:
+            plan = [r[0] for r in cur.execute(
+                f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE {name}(" + ", ".join(f"%s::{t}" for t in types) + ")",
+                values).fetchall()]
+    finally:
+        conn.discard()
+    assert executed_rows_on_jobs(plan) <= 200, "\n".join(plan)

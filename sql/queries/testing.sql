@@ -1,6 +1,14 @@
--- Statements of pgqueue.testing: running, in a test, the jobs the test enqueued. Whether
--- work is runnable is job_probe's question (the idle worker's own); these add what a drain
--- needs besides.
+-- Statements of pgqueue.testing: running, in a test, the jobs the test enqueued.
+
+-- name: testing_runnable
+-- Whether a job of these queues (NULL: all) is runnable now: queued, due, and not in a paused
+-- queue (the idle worker's job_probe asks it more cheaply, and in mode 'all' leaves the pause
+-- to the claim; a drain must know for sure).
+SELECT EXISTS (SELECT 1 FROM /* schema */jobs AS j
+               WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
+                 AND (%(queues)s::text[] IS NULL OR j.queue = ANY (%(queues)s::text[]))
+                 AND NOT EXISTS (SELECT 1 FROM /* schema */queues AS q
+                                 WHERE q.name = j.queue AND q.paused_at IS NOT NULL)) AS work
 
 -- name: testing_running
 -- Whether the drain's runner still holds a job (claimed, outcome not committed yet).
