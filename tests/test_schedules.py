@@ -403,11 +403,17 @@ def test_retention_deletes_in_short_batches_and_keeps_what_it_must(app, admin) -
         f"now() + interval '1 hour' FROM generate_series(1, 50) AS g")  # its key's period runs on
     admin.execute(f"INSERT INTO \"{schema}\".schedule_events (schedule_id, kind, reason, at) "
                   "SELECT 'x', 'created', 'old', now() - interval '40 days' FROM generate_series(1, 30)")
+    # A yearly schedule's two runs, both old: the latest one stays (schedule_status shows it).
+    admin.execute(f"INSERT INTO \"{schema}\".schedule_events (schedule_id, kind, tick, job_id, reason, at) "
+                  "VALUES ('yearly', 'fired', now() - interval '800 days', 1, 'on time', now() - interval '800 days'),"
+                  "       ('yearly', 'fired', now() - interval '435 days', 2, 'on time', now() - interval '435 days')")
     retention = Retention.from_settings(app.queries, app.settings)
     retention.batch, retention.budget = 250, 60.0  # a loaded machine must not cut this pass short
     at = db_now(admin)
     result = retention.run_once(BorrowedConnection(admin), at)
-    assert (result.jobs, result.schedule_events) == (1500, 30) and not result.more
+    assert (result.jobs, result.schedule_events) == (1500, 31) and not result.more
+    kept = admin.execute(f'SELECT schedule_id, job_id FROM "{schema}".schedule_events').fetchall()
+    assert kept == [("yearly", 2)], "a schedule's latest run is kept however old"
     assert result.batches >= 1500 // 250
     left = dict(admin.execute(f'SELECT status, count(*) FROM "{schema}".jobs GROUP BY status').fetchall())
     assert left == {"failed": 200, "succeeded": 150}

@@ -165,10 +165,16 @@ SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM declared
 
 -- name: schedule_event_prune_batch
 -- Deletes up to `batch` schedule events recorded before `before`, oldest first (schedule_events_at_idx).
+-- A schedule's latest run is kept however old (a yearly schedule's last run stays in
+-- schedule_status): an event with a job goes only once a later one of its schedule has a job.
 WITH gone AS (
     DELETE FROM /* schema */schedule_events AS e
     WHERE e.id = ANY (ARRAY(SELECT o.id FROM /* schema */schedule_events AS o
                             WHERE o.at < %(before)s::timestamptz
+                              AND (o.job_id IS NULL OR EXISTS (
+                                  SELECT 1 FROM /* schema */schedule_events AS later
+                                  WHERE later.schedule_id = o.schedule_id AND later.job_id IS NOT NULL
+                                    AND later.id > o.id))
                             ORDER BY o.at LIMIT %(batch)s::int))
     RETURNING 1
 )
