@@ -9,12 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 import pgqueue
-from helpers import events, wait_for
+from helpers import ROOT, events, wait_for
 from pgqueue import admin as admin_ops
 from pgqueue import errors, migrations, sqlfiles
 from pgqueue.worker import claimer, outcomes
@@ -320,6 +321,36 @@ def test_a_migration_waits_for_locks_without_blocking_everyone_behind_it(make_ap
         reader.rollback()
     thread.join(timeout=60)
     assert done and done[0][1] == sqlfiles.head_revision()
+
+
+# --------------------------------------------------- 8. the DSN is not in argv
+
+def test_worker_processes_get_the_dsn_in_their_environment_not_in_argv(wapp, database_dsn, tmp_path) -> None:
+    """`pgqueue --dsn ... work --processes 2`: the children's command lines (readable by every
+    local user in /proc/<pid>/cmdline) do not carry the DSN; their environment does."""
+    schema = wapp.settings.schema
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("PGQUEUE_") or k == "DATABASE_URL")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["PGAPPNAME"] = f"pgqueue-test-{schema}"
+    with open(tmp_path / "supervisor.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pgqueue.cli", "--app", "workerapp:app", "--dsn",
+                                 database_dsn, "--schema", schema, "work", "--processes", "2"],
+                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def child_pids() -> list[int]:
+            with psycopg.connect(database_dsn, autocommit=True) as conn:
+                return [r[0] for r in conn.execute(
+                    f"SELECT pid FROM \"{schema}\".runners WHERE state = 'running'").fetchall()]
+        wait_for(lambda: len(child_pids()) == 2, timeout=60, message="both worker processes to register")
+        for pid in child_pids():
+            assert pid != proc.pid
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert not any(database_dsn.encode() in a for a in argv), argv
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert f"PGQUEUE_DSN={database_dsn}".encode() in environ
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 # ------------------------------------------------------------------ 10. bloat
