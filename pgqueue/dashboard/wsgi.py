@@ -344,6 +344,7 @@ class Dashboard:
                                     page_name="confirm", refresh=0)
             with _failures(action.title, "the jobs (someone holds them)"):
                 done = action_module.perform(session, action, ids, action_module.reason(action, request))
+        self.cache.clear()
         logger.info("dashboard: %s of %d job(s) by %s: %d changed", name, len(ids),
                     request.user or "anonymous", done)
         return redirect(_with_done(back, f"{action.verb}:{done}:{len(ids)}"))
@@ -364,6 +365,7 @@ class Dashboard:
                                     section=f"{control.target}s")
             with _failures(control.title, "a lock (claims or fires in flight)"):
                 outcome = controls.perform(session, chosen, controls.by(request))
+        self.cache.clear()
         logger.info("dashboard: %s of %s %r by %s", control.name, control.target, chosen.target,
                     request.user or "anonymous")
         return redirect(_with_done(back, outcome.token(control)))
