@@ -1,4 +1,6 @@
-"""Operator actions from the dashboard: retry, cancel, delete, one job or a selection.
+"""Operator actions from the dashboard: retry, cancel, delete, one job or a selection (the
+controls of queues and schedules are :mod:`.controls`', which share the guards and the way
+through a confirmation).
 
 Off unless the dashboard was made with ``actions=True`` (``pgqueue dashboard
 --allow-actions``). Each action:
