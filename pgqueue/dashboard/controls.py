@@ -64,19 +64,11 @@ CONTROLS = {c.name: c for c in (
             "trigger schedules"),
 )}
 
-QUEUE_CONTROLS = ("pause_queue", "resume_queue", "limit_queue")
-SCHEDULE_CONTROLS = ("pause_schedule", "resume_schedule", "trigger_schedule")
-
-
 @dataclass(frozen=True)
 class Limits:
     concurrency: int | None = None
     rate: int | None = None
     per: float | None = None  # seconds, with rate
-
-    @property
-    def none(self) -> bool:
-        return self.concurrency is None and self.rate is None
 
 
 @dataclass
@@ -130,7 +122,8 @@ def parse_limits(concurrency: str, rate: str, per: str) -> Limits:
     def count(text: str, what: str) -> int | None:
         if not text:
             return None
-        if not text.isdigit() or not 1 <= int(text) <= INT_MAX:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (text.isascii() and text.isdigit() and len(text) <= 10) or not 1 <= int(text) <= INT_MAX:
             raise ValueError(f"{what} must be a whole number from 1 to {INT_MAX:,} "
                              f"(empty: no limit), not {text[:40]!r}")
         return int(text)
@@ -157,8 +150,10 @@ def look_up(page: "Page", control: Control, target: str) -> dict[str, Any]:
     reads: 404 when there is no such queue or schedule, 503 when it cannot be read)."""
     if control.target == "queue":
         found = control_pages.find_queue(page, target, history=1)
-        row = found["queue"] or {"queue": target, "paused_at": None, "concurrency_limit": None,
-                                 "rate_limit": None, "rate_period": None, "running": 0, "ready": 0}
+        # A queue known only from its history (no job, no controls now) is shown as empty.
+        row = found["queue"] or {"queue": target, "paused_at": None, "paused_by": None, "pause_reason": None,
+                                 "concurrency_limit": None, "rate_limit": None, "rate_period": None,
+                                 "running": 0, "ready": 0}
     else:
         row = control_pages.find_schedule(page, target)
     if page.problems:
