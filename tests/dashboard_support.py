@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import psycopg
+import pytest
 
 
 @dataclass
@@ -62,6 +63,24 @@ def call(app: Callable[..., Any], path: str, *, method: str = "GET", form: Any =
     chunks = app(environ, start_response)
     data = b"".join(chunks)
     return Result(captured["status"], captured["headers"], data)
+
+
+@pytest.fixture
+def dashboards(app: Any) -> Iterator[Callable[..., Any]]:
+    """``dashboards(**options)``: a dashboard of the test's App, closed at the end (import it
+    into a test module to use it)."""
+    from pgqueue.dashboard import make_app
+
+    made = []
+
+    def make(**options: Any) -> Any:
+        dashboard = make_app(app, **options)
+        made.append(dashboard)
+        return dashboard
+
+    yield make
+    for dashboard in made:
+        dashboard.close()
 
 
 def free_port() -> int:

@@ -17,25 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard_support import add_job, call, fetch, free_port, seed_world
+from dashboard_support import add_job, call, dashboards, fetch, free_port, seed_world  # noqa: F401 (dashboards: a fixture)
 from helpers import wait_for
-from pgqueue.dashboard import make_app, views
+from pgqueue.dashboard import views
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def dashboards(app):
-    made = []
-
-    def make(**options):
-        dashboard = make_app(app, **options)
-        made.append(dashboard)
-        return dashboard
-
-    yield make
-    for dashboard in made:
-        dashboard.close()
 
 
 @pytest.fixture

@@ -119,6 +119,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def load_cleanly(open_page: Any, base: str, pages: dict[str, str]) -> None:
+    """Each page: its script ran, its heading shows, no panel has a problem, nothing misbehaved;
+    its screenshot saved under its name."""
+    for name, path in pages.items():
+        page, guard = open_page(base, path)
+        page.wait_for_selector("#pgq-controls:not([hidden])")  # the script ran
+        assert page.locator("h1").first.is_visible()
+        assert not page.locator("[data-problem]").count(), f"{path} shows a problem"
+        shot(page, name)
+        guard.check()
+
+
 @pytest.fixture
 def world(app, admin):
     return seed_world(admin, app.settings.schema)
@@ -132,13 +144,7 @@ def test_every_page_loads_cleanly(world, app, open_page) -> None:
              "timeline": "/timeline?window=5m", "health": "/health"}
     try:
         with serving(dashboard) as base:
-            for name, path in pages.items():
-                page, guard = open_page(base, path)
-                page.wait_for_selector("#pgq-controls:not([hidden])")  # the script ran
-                assert page.locator("h1").first.is_visible()
-                assert not page.locator("[data-problem]").count(), f"{path} shows a problem"
-                shot(page, name)
-                guard.check()
+            load_cleanly(open_page, base, pages)
             # Times switch between UTC and the browser's zone.
             page, guard = open_page(base, f"/jobs/{jobs['failed']}")
             first = page.locator("time.abs").first
@@ -309,13 +315,7 @@ def test_queues_and_schedules_pages_load_cleanly_and_a_pause_goes_through_the_co
              "schedules": "/schedules", "schedule": "/schedules/minutely", "schedule-orphaned": "/schedules/retired"}
     try:
         with serving(dashboard) as base:
-            for name, path in pages.items():
-                page, guard = open_page(base, path)
-                page.wait_for_selector("#pgq-controls:not([hidden])")  # the script ran
-                assert page.locator("h1").first.is_visible()
-                assert not page.locator("[data-problem]").count(), f"{path} shows a problem"
-                shot(page, name)
-                guard.check()
+            load_cleanly(open_page, base, pages)
             page, guard = open_page(base, "/schedules")
             row = page.locator('tr[data-schedule="minutely"]')
             assert row.get_attribute("data-paused") == "no"

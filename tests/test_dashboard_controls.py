@@ -12,25 +12,10 @@ import urllib.parse
 
 import pytest
 
-from dashboard_support import call, fetch, seed_controls, serving
-from pgqueue.dashboard import make_app
+from dashboard_support import call, dashboards, fetch, seed_controls, serving  # noqa: F401 (dashboards: a fixture)
 
 CONTROLS = ("pause_queue", "resume_queue", "limit_queue", "pause_schedule", "resume_schedule",
             "trigger_schedule")
-
-
-@pytest.fixture
-def dashboards(app):
-    made = []
-
-    def make(**options):
-        dashboard = make_app(app, **options)
-        made.append(dashboard)
-        return dashboard
-
-    yield make
-    for dashboard in made:
-        dashboard.close()
 
 
 @pytest.fixture
