@@ -340,3 +340,17 @@ def test_controls_are_same_origin_and_authorized(world, app, admin, dashboards) 
     assert refused.status == 403 and "you may not trigger schedules" in refused.text
     assert [k for k, *_ in schedule_events(admin, schema, "nightly")] == ["created"]
     assert {"trigger_schedule", "pause_schedule", "limit_queue"} <= set(asked)
+
+
+def test_a_reason_too_long_comes_back_with_the_form(world, app, admin, dashboards) -> None:
+    schema = app.settings.schema
+    dashboard = dashboards(actions=True)
+    before = queue_events(admin, schema)
+    for target, name in (("queue", "pause_queue"), ("schedule", "pause_schedule")):
+        value = "default" if target == "queue" else "nightly"
+        page = call(dashboard, f"/actions/{name}", method="POST",
+                    form={target: value, "reason": "x" * 1001, "confirm": "yes"})
+        assert page.status == 400 and "the reason is 1,001 characters long: write at most 1,000" in page.text
+        assert 'name="reason"' in page.text and "Traceback" not in page.text
+    assert queue_events(admin, schema) == before and app.queues.get("default").paused is False
+    assert app.schedules.get("nightly")["paused"] is False
