@@ -722,7 +722,7 @@ def schedules_history(ctx: click.Context, schedule_id: str, limit: int, as_json:
               help="Address to listen on. Beyond loopback it needs PGQUEUE_DASHBOARD_USER and "
                    "PGQUEUE_DASHBOARD_PASSWORD, or --no-auth.")
 @click.option("--port", default=8089, show_default=True, type=int, help="Port to listen on (0: any free one).")
-@click.option("--allow-actions", is_flag=True, help="Offer retry, cancel and delete (off: read only).")
+@click.option("--allow-actions", is_flag=True, help="Offer retry, cancel and delete of jobs, and the queue and schedule controls (off: read only).")
 @click.option("--no-auth", is_flag=True, help="Listen beyond loopback without credentials (an "
                                               "authenticating proxy is in front).")
 @click.pass_context

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import psycopg
+import pytest
 
 
 @dataclass
@@ -62,6 +63,24 @@ def call(app: Callable[..., Any], path: str, *, method: str = "GET", form: Any =
     chunks = app(environ, start_response)
     data = b"".join(chunks)
     return Result(captured["status"], captured["headers"], data)
+
+
+@pytest.fixture
+def dashboards(app: Any) -> Iterator[Callable[..., Any]]:
+    """``dashboards(**options)``: a dashboard of the test's App, closed at the end (import it
+    into a test module to use it)."""
+    from pgqueue.dashboard import make_app
+
+    made = []
+
+    def make(**options: Any) -> Any:
+        dashboard = make_app(app, **options)
+        made.append(dashboard)
+        return dashboard
+
+    yield make
+    for dashboard in made:
+        dashboard.close()
 
 
 def free_port() -> int:
@@ -174,3 +193,50 @@ def seed_world(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
                  "VALUES ('default', date_trunc('minute', now()), %s, 7, 2, 1), "
                  "('default', date_trunc('minute', now()) - interval '5 minutes', %s, 12, 0, 3)", (alive, alive))
     return {"alive": alive, "dead": dead, "stopped": stopped, "jobs": jobs, "schema": schema}
+
+
+def seed_controls(app: Any, conn: psycopg.Connection) -> dict[str, Any]:
+    """Queues under control and schedules in each state, on top of :func:`seed_world`:
+
+    * queue ``mail`` paused by ``ops`` ("provider down"), ``payments`` limited (5 running, 100
+      starts a minute), and two jobs of ``default`` blocked behind a lock;
+    * schedule ``minutely`` (overlap skip, catch-up skip): five ticks missed, one fired (its job
+      is queued), the next one skipped for overlap; ``nightly`` (Europe/Berlin) that never ran;
+      ``retired``, declared only by a runner that stopped: orphaned.
+    """
+    import datetime as dt
+
+    from pgqueue import schedules as schedules_module
+    from pgqueue.worker.connections import BorrowedConnection
+    from pgqueue.worker.firing import Firing
+    from sqlrunner import register
+
+    world = seed_world(conn, app.settings.schema)
+    schema = app.settings.schema
+    app.queues.pause("mail", reason="provider down", by="ops")
+    app.queues.limit("payments", concurrency=5, rate=100, per=60, by="ops")
+    locked = app.task(name="locked", lock="account:1")(lambda: None)
+    for _ in range(3):
+        locked.enqueue()
+    noop = app.task(name="noop")(lambda *args, **kwargs: None)
+    app.schedule(noop, id="minutely", cron="* * * * *", overlap="skip", catch_up="skip")
+    app.schedule(noop, id="nightly", cron="30 3 * * *", timezone="Europe/Berlin")
+    app.schedule(noop, id="retired", cron="@daily")
+    gone = register(app, conn)
+    schedules_module.sync(app, BorrowedConnection(conn), gone)
+    conn.execute(f"UPDATE \"{schema}\".runners SET state = 'stopped', stopped_at = now() WHERE id = %s", (gone,))
+    del app.schedules.declared["retired"]  # the code of the runner that runs now no longer has it
+    live = register(app, conn)
+    schedules_module.sync(app, BorrowedConnection(conn), live)
+    # Fire with the clock pinned: tick T on time after five missed ones, then T + 1 min while
+    # T's job is still queued (overlap skip).
+    tick = conn.execute("SELECT date_trunc('minute', now()) - interval '10 minutes'").fetchone()[0]
+    conn.execute(f'UPDATE "{schema}".schedules SET next_run_at = %s WHERE id = %s',
+                 (tick - dt.timedelta(minutes=5), "minutely"))
+    firing = Firing(queries=app.queries)
+    firing.run_once(BorrowedConnection(conn), live, now=tick + dt.timedelta(seconds=1))
+    firing.run_once(BorrowedConnection(conn), live, now=tick + dt.timedelta(minutes=1, seconds=1))
+    fired = conn.execute(f'SELECT job_id FROM "{schema}".schedule_events WHERE schedule_id = %s '
+                         "AND kind = 'fired'", ("minutely",)).fetchall()
+    assert len(fired) == 1, f"the seed expected one fired tick of 'minutely', not {fired}"
+    return {**world, "live_runner": live, "gone_runner": gone, "fired_job": fired[0][0], "tick": tick}

@@ -17,25 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dashboard_support import add_job, call, fetch, free_port, seed_world
+from dashboard_support import add_job, call, dashboards, fetch, free_port, seed_world  # noqa: F401 (dashboards: a fixture)
 from helpers import wait_for
-from pgqueue.dashboard import make_app, views
+from pgqueue.dashboard import views
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def dashboards(app):
-    made = []
-
-    def make(**options):
-        dashboard = make_app(app, **options)
-        made.append(dashboard)
-        return dashboard
-
-    yield make
-    for dashboard in made:
-        dashboard.close()
 
 
 @pytest.fixture
@@ -377,7 +363,7 @@ def crawl(get, start: str, prefix: str) -> set[str]:
     ``prefix`` and answers 200."""
     seen, todo = set(), [start]
     while todo and len(seen) < 40:
-        url = todo.pop()
+        url = todo.pop(0)  # breadth first: every page of the navigation, before the timeline's "earlier" chain
         if url in seen:
             continue
         seen.add(url)
@@ -390,9 +376,10 @@ def crawl(get, start: str, prefix: str) -> set[str]:
             assert link.startswith(prefix + "/"), f"{url} links to {link}, outside the mount point {prefix}"
             if "/actions/" in link or link in seen:
                 continue
-            if link.count("/jobs/") or link.count("/runners/") or link.endswith(("/timeline", "/jobs", "/runners",
-                                                                                "/health", "/", ".css", ".js",
-                                                                                ".svg", "/metrics", "/healthz")) \
+            if link.count("/jobs/") or link.count("/runners/") or link.count("/queues/") \
+                    or link.count("/schedules/") \
+                    or link.endswith(("/timeline", "/jobs", "/runners", "/queues", "/schedules", "/health", "/",
+                                      ".css", ".js", ".svg", "/metrics", "/healthz")) \
                     or "?" in link:
                 todo.append(link)
     return seen
@@ -418,6 +405,7 @@ def test_mounted_under_flask_at_a_prefix(world, dashboards) -> None:
 
     seen = crawl(get, "/ops/pgqueue/", "/ops/pgqueue")
     assert any("/ops/pgqueue/jobs/" in u for u in seen) and "/ops/pgqueue/timeline" in seen
+    assert "/ops/pgqueue/queues/default" in seen and "/ops/pgqueue/schedules" in seen
     done = client.post("/ops/pgqueue/actions/retry", data={"ids": world["jobs"]["failed"], "confirm": "yes",
                                                            "back": "/ops/pgqueue/jobs"},
                        headers={"Sec-Fetch-Site": "same-origin"})
@@ -469,7 +457,7 @@ pages = {}
 todo, seen = ["/admin/pgqueue/"], set()
 import html, re
 while todo and len(seen) < 25:
-    url = todo.pop()
+    url = todo.pop(0)
     if url in seen:
         continue
     seen.add(url)
@@ -480,7 +468,7 @@ while todo and len(seen) < 25:
         for link in re.findall(r'(?<![\w-])(?:href|src|action|formaction)="([^"]+)"', body):
             link = html.unescape(link)
             pages.setdefault("links", []).append(link)
-            if "/actions/" not in link and ("?" in link or link.endswith(("/jobs", "/runners", "/timeline", "/health", ".css", ".js"))):
+            if "/actions/" not in link and ("?" in link or "/queues/" in link or link.endswith(("/jobs", "/runners", "/timeline", "/health", "/queues", "/schedules", ".css", ".js"))):
                 todo.append(link)
 from urllib.parse import urlencode
 form = urlencode({"ids": os.environ["FAILED"], "confirm": "yes", "back": "/admin/pgqueue/jobs"})
@@ -509,6 +497,7 @@ def test_mounted_in_django_staff_only_at_a_prefix(world, database_dsn, admin, tm
     links = pages.pop("links")
     assert all(code == 200 for code in pages.values()), pages
     assert len(pages) >= 5
+    assert "/admin/pgqueue/queues" in pages and "/admin/pgqueue/schedules" in pages
     assert all(link.startswith("/admin/pgqueue/") for link in links), [l for l in links if not l.startswith("/admin/pgqueue/")]
     assert out["post"][0] == 303 and out["post"][1].startswith("/admin/pgqueue/jobs?done=retried")
     reason = events_of(admin, world["schema"], world["jobs"]["failed"])[-1][2]
@@ -543,6 +532,7 @@ def test_mounted_in_an_asgi_app_at_a_prefix(world, dashboards) -> None:
 
         seen = crawl(get, "/ops/pgqueue/", "/ops/pgqueue")
         assert "/ops/pgqueue/timeline" in seen and any("/ops/pgqueue/jobs/" in u for u in seen)
+        assert "/ops/pgqueue/queues/default" in seen and "/ops/pgqueue/schedules" in seen
     finally:
         server.should_exit = True
         thread.join(10)

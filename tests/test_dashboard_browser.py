@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from dashboard_support import seed_world, serving
+from dashboard_support import seed_controls, seed_world, serving
 from helpers import wait_for
 from pgqueue.dashboard import make_app
 
@@ -119,6 +119,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def load_cleanly(open_page: Any, base: str, pages: dict[str, str]) -> None:
+    """Each page: its script ran, its heading shows, no panel has a problem, nothing misbehaved;
+    its screenshot saved under its name."""
+    for name, path in pages.items():
+        page, guard = open_page(base, path)
+        page.wait_for_selector("#pgq-controls:not([hidden])")  # the script ran
+        assert page.locator("h1").first.is_visible()
+        assert not page.locator("[data-problem]").count(), f"{path} shows a problem"
+        shot(page, name)
+        guard.check()
+
+
 @pytest.fixture
 def world(app, admin):
     return seed_world(admin, app.settings.schema)
@@ -132,13 +144,7 @@ def test_every_page_loads_cleanly(world, app, open_page) -> None:
              "timeline": "/timeline?window=5m", "health": "/health"}
     try:
         with serving(dashboard) as base:
-            for name, path in pages.items():
-                page, guard = open_page(base, path)
-                page.wait_for_selector("#pgq-controls:not([hidden])")  # the script ran
-                assert page.locator("h1").first.is_visible()
-                assert not page.locator("[data-problem]").count(), f"{path} shows a problem"
-                shot(page, name)
-                guard.check()
+            load_cleanly(open_page, base, pages)
             # Times switch between UTC and the browser's zone.
             page, guard = open_page(base, f"/jobs/{jobs['failed']}")
             first = page.locator("time.abs").first
@@ -258,6 +264,15 @@ def test_without_actions_there_are_no_buttons_and_a_post_is_refused(world, app, 
                 return [r.status, await r.text()];
             }""", failed)
             assert status == 403 and "actions are off" in text
+            page.goto(base + "/queues")
+            assert page.locator("tr[data-queue]").count() >= 2 and page.locator("[data-control]").count() == 0
+            guard.expected.add(("/actions/pause_queue", 403))
+            status, text = page.evaluate("""async () => {
+                const r = await fetch('/actions/pause_queue', {method: 'POST',
+                    body: new URLSearchParams({queue: 'default', confirm: 'yes'})});
+                return [r.status, await r.text()];
+            }""")
+            assert status == 403 and "actions are off" in text
             guard.check()
     finally:
         dashboard.close()
@@ -286,6 +301,46 @@ def test_retry_through_the_confirmation_changes_the_status_and_writes_an_event(w
             assert kind == "retried" and reason.startswith("dashboard: retried by anonymous from 127.0.0.1")
             page.goto(base + f"/jobs/{failed}")
             assert page.locator('[data-field="status"]').inner_text().startswith("queued")
+            guard.check()
+    finally:
+        dashboard.close()
+
+
+def test_queues_and_schedules_pages_load_cleanly_and_a_pause_goes_through_the_confirmation(
+        app, admin, open_page) -> None:
+    seeded = seed_controls(app, admin)
+    schema = app.settings.schema
+    dashboard = make_app(app, actions=True)
+    pages = {"queues": "/queues", "queue-paused": "/queues/mail", "queue-limited": "/queues/payments",
+             "schedules": "/schedules", "schedule": "/schedules/minutely", "schedule-orphaned": "/schedules/retired"}
+    try:
+        with serving(dashboard) as base:
+            load_cleanly(open_page, base, pages)
+            page, guard = open_page(base, "/schedules")
+            row = page.locator('tr[data-schedule="minutely"]')
+            assert row.get_attribute("data-paused") == "no"
+            page.click(f'tr[data-schedule="minutely"] a[href="/jobs/{seeded["fired_job"]}"]')
+            page.wait_for_url(re.compile(rf".*/jobs/{seeded['fired_job']}$"))
+            guard.check()
+
+            # Pause a queue with a reason: the form, the confirmation, the notice, the history.
+            page, guard = open_page(base, "/queues/default")
+            page.fill("#pause-form input[name=reason]", "pausing from the browser")
+            page.click('#pause-form button[data-control="pause_queue"]')
+            page.wait_for_selector('[data-confirm="pause_queue"]')
+            assert page.locator("h1").inner_text() == "Pause queue default?"
+            shot(page, "confirm-pause-queue")
+            assert not app.queues.get("default").paused
+            page.click("[data-confirm-button]")
+            page.wait_for_selector(".notice")
+            assert page.locator(".notice").inner_text().startswith("Queue paused")
+            assert page.url.startswith(base + "/queues/default")
+            assert "pausing from the browser" in page.locator('[data-field="paused"]').inner_text()
+            assert page.locator('#queue-history tr[data-change="paused"]').count() == 1
+            by, reason = admin.execute(f'SELECT by, reason FROM "{schema}".queue_events WHERE queue = %s '
+                                       "ORDER BY id DESC LIMIT 1", ("default",)).fetchone()
+            assert by == "dashboard (anonymous from 127.0.0.1)" and reason == "pausing from the browser"
+            shot(page, "queue-paused-by-the-dashboard")
             guard.check()
     finally:
         dashboard.close()

@@ -5,7 +5,7 @@
   Seq Scan: that proves an index path exists for every access (the planner still picks a Seq
   Scan where no index can serve).
 * ``DASHBOARD_SCALE_TEST=1``: a schema of 1,000,000 jobs and 5,000,000 events, seeded once with
-  generate_series and kept (``pgqueue_scale_v1``) for later runs; the real plans (statistics,
+  generate_series and kept (``pgqueue_scale_v2``) for later runs; the real plans (statistics,
   no hints) may not Seq Scan those tables, and every page renders in under 300 ms at the 95th
   percentile, server side, with the dashboard's cache off. It prints the figures.
 """
@@ -25,10 +25,10 @@ from psycopg.rows import dict_row
 import pgqueue
 from dashboard_support import call
 from pgqueue import sqlfiles
-from pgqueue.dashboard import make_app, views
+from pgqueue.dashboard import control_pages, make_app, views
 
-GUARDED = {"jobs", "job_events", "throughput"}
-SCALE_SCHEMA = "pgqueue_scale_v1"
+GUARDED = {"jobs", "job_events", "throughput", "queue_events", "schedule_events"}
+SCALE_SCHEMA = "pgqueue_scale_v2"
 SCALE_JOBS = 1_000_000
 PAGE_BUDGET_MS = 300.0
 #: Statements one page may run (each panel is one; no page loops over rows with queries).
@@ -89,6 +89,24 @@ def seed(conn: psycopg.Connection, schema: str, jobs: int) -> None:
         CROSS JOIN LATERAL generate_series(0, CASE WHEN j.status = 'queued' THEN 0
                                                    WHEN j.status = 'running' THEN 1 ELSE 4 END) AS k
         ORDER BY j.id, k""", {"n": jobs})
+    # Schedules, each tick of the last week one event (fired with its job, or missed), and the
+    # control changes of the queues.
+    conn.execute(f"""
+        INSERT INTO {s}schedules (id, task, cron, next_run_at, created_at)
+        SELECT 'schedule-' || g, 'tasks.t' || g, '* * * * *', date_trunc('minute', now()) + interval '1 minute',
+               now() - {span}
+        FROM generate_series(1, 20) AS g""")
+    conn.execute(f"""
+        INSERT INTO {s}schedule_events (schedule_id, at, kind, tick, job_id, reason)
+        SELECT 'schedule-' || (i %% 20 + 1), t, CASE WHEN i %% 3 = 0 THEN 'fired' ELSE 'missed' END, t,
+               CASE WHEN i %% 3 = 0 THEN 1 + i %% %(n)s END, 'seeded'
+        FROM (SELECT i, now() - {span} + i * ({span} / %(events)s) AS t
+              FROM generate_series(1, %(events)s) AS i) AS g""", {"n": jobs, "events": max(jobs // 5, 100)})
+    conn.execute(f"""
+        INSERT INTO {s}queue_events (queue, at, action, by, reason)
+        SELECT 'q' || (i %% 5), now() - {span} + i * ({span} / %(events)s),
+               CASE WHEN i %% 2 = 0 THEN 'paused' ELSE 'resumed' END, 'seed', 'seeded'
+        FROM generate_series(1, %(events)s) AS i""", {"events": max(jobs // 50, 50)})
     conn.execute(f"""
         INSERT INTO {s}throughput (queue, minute, runner_id, succeeded, failed, retried, run_seconds)
         SELECT 'q' || q, m, 1 + (extract(epoch FROM m - (now() - {span})) / extract(epoch FROM {span}) * 49)::int,
@@ -147,6 +165,13 @@ def reads(conn: psycopg.Connection, schema: str) -> Iterator[tuple[str, dict[str
     yield "dashboard_xmin_horizon", {}
     yield "dashboard_maintenance", {}
     yield "dashboard_ping", {}
+    for queue in (None, "q1"):
+        yield "dashboard_queue_events", {"queue": queue, "limit": control_pages.QUEUE_HISTORY}
+    for after in (None, "schedule-5"):
+        yield "dashboard_schedules", {"after": after, "limit": control_pages.SCHEDULES_PAGE + 1}
+    yield "dashboard_schedule", {"id": "schedule-3"}
+    for runs in (False, True):
+        yield "dashboard_schedule_events", {"id": "schedule-3", "runs": runs, "limit": control_pages.SCHEDULE_EVENTS}
     yield "dashboard_deleted", {"id": job["id"]}
     yield "dashboard_count_ids", {"ids": list(range(1, 1001))}
     for action in ("dashboard_retry", "dashboard_cancel", "dashboard_delete"):
@@ -196,7 +221,8 @@ def test_every_dashboard_query_has_an_index_path(app, admin, database_dsn) -> No
     # The seeded schema renders: the page code and the seed agree.
     dashboard = make_app(app)
     try:
-        for path in ("/", "/jobs", "/jobs?status=failed", "/timeline?window=7d", "/runners?recent=7d"):
+        for path in ("/", "/jobs", "/jobs?status=failed", "/timeline?window=7d", "/runners?recent=7d",
+                     "/queues", "/queues/q1", "/schedules", "/schedules/schedule-3"):
             assert call(dashboard, path).status == 200, path
     finally:
         dashboard.close()
@@ -222,6 +248,8 @@ def scale_schema(database_dsn: str) -> str:
             conn.execute(f'VACUUM ANALYZE "{SCALE_SCHEMA}".job_events')
             conn.execute(f'VACUUM ANALYZE "{SCALE_SCHEMA}".throughput')
             conn.execute(f'VACUUM ANALYZE "{SCALE_SCHEMA}".runners')
+            conn.execute(f'VACUUM ANALYZE "{SCALE_SCHEMA}".schedule_events')
+            conn.execute(f'VACUUM ANALYZE "{SCALE_SCHEMA}".queue_events')
             conn.execute(f'CREATE TABLE "{SCALE_SCHEMA}".scale_seeded (seconds float8)')
             conn.execute(f'INSERT INTO "{SCALE_SCHEMA}".scale_seeded VALUES (%s)', (time.monotonic() - started,))
         counts = conn.execute(f'SELECT (SELECT count(*) FROM "{SCALE_SCHEMA}".jobs), '
@@ -255,7 +283,9 @@ def test_pages_render_within_budget_at_a_million_jobs(scale_schema: str, databas
              "/jobs?task=tasks.t7", "/jobs?args=%5B7%5D", "/jobs?args=%7B%22user%22%3A+7%7D",
              f"/jobs/{job_id}", "/runners", "/runners?recent=7d", "/runners/50", "/runners/3",
              f"/timeline?until={until}", f"/timeline?window=1h&until={until}",
-             f"/timeline?window=15m&queue=q1&until={until}", "/health", "/metrics"]
+             f"/timeline?window=15m&queue=q1&until={until}", "/health", "/metrics",
+             "/queues", "/queues/q2", "/schedules", "/schedules/schedule-3",
+             "/schedules/schedule-3?events=runs"]
     report = []
     try:
         for path in pages:

@@ -176,3 +176,55 @@ def test_cache_computes_once_per_ttl() -> None:
     assert cache.get("k", compute) == 2
     assert cache.get("failing", lambda: "x", keep=lambda v: False) == "x"
     assert cache.get("failing", lambda: "y", keep=lambda v: False) == "y"  # not kept
+
+
+# ------------------------------------------------------- queue and schedule controls
+
+def test_limits_parse_from_the_form_or_say_what_is_wrong() -> None:
+    from pgqueue.dashboard.controls import Limits, parse_limits
+
+    assert parse_limits("5", "", "") == Limits(5, None, None)
+    assert parse_limits("", "100", "1m") == Limits(None, 100, 60.0)
+    assert parse_limits("", "3", "90") == Limits(None, 3, 90.0)  # a bare number is seconds
+    assert parse_limits("", "", "") == Limits()
+    for fields, says in ((("x", "", ""), "the concurrency limit must be a whole number"),
+                         (("²", "", ""), "the concurrency limit must be a whole number"),
+                         (("2147483648", "", ""), "from 1 to 2,147,483,647"),
+                         (("9" * 5000, "", ""), "the concurrency limit must be a whole number"),
+                         (("", "10", ""), "together"), (("", "", "1m"), "together"),
+                         (("", "1.5", "1m"), "the rate limit must be a whole number"),
+                         (("", "10", "fortnight"), "a duration such as 30s"),
+                         (("", "10", "0"), "longer than zero")):
+        with pytest.raises(ValueError, match=says):
+            parse_limits(*fields)
+
+
+def test_notices_read_only_what_an_action_wrote() -> None:
+    from pgqueue.dashboard import actions, controls
+
+    assert actions.notice("retried:2:3").text == "2 of 3 chosen jobs retried."
+    assert controls.notice("pause_queue:1:0").text.startswith("Queue paused")
+    assert controls.notice("resume_schedule:0:0").text == "The schedule was not paused: nothing changed."
+    triggered = controls.notice("trigger_schedule:1:42")
+    assert (triggered.link, triggered.link_text) == ("/jobs/42", "job 42")
+    for junk in ("", "drop_table:1:0", "pause_queue:2:0", "pause_queue:1", "<b>:1:1", "retried:x:1"):
+        assert actions.notice(junk) is None and controls.notice(junk) is None, junk
+
+
+def test_path_text_undoes_the_latin_1_of_wsgi_servers() -> None:
+    sent = "mail/eu west ü"
+    assert web.path_text(sent.encode().decode("latin-1")) == sent  # what a WSGI server hands over
+    assert web.path_text(sent) == sent  # real text (the Django view) stays as it is
+    assert web.path_text("日本") == "日本"
+
+
+def test_upcoming_ticks_follow_the_cursor_or_now() -> None:
+    from pgqueue.dashboard.control_pages import upcoming
+
+    row = {"cron": "0 * * * *", "timezone": "UTC", "paused": False, "orphaned": False,
+           "next_run_at": T0, "now": T0 + dt.timedelta(hours=5, minutes=30)}
+    assert upcoming(row, 3) == [T0, T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)]
+    # Paused: a resume fires the first tick after now, never the old cursor.
+    assert upcoming({**row, "paused": True}, 2) == [T0 + dt.timedelta(hours=6), T0 + dt.timedelta(hours=7)]
+    with pytest.raises(errors.ConfigurationError):
+        upcoming({**row, "cron": "not a cron"})

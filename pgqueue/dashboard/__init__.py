@@ -1,4 +1,4 @@
-"""pgqueue's web dashboard: queues, jobs, runners, the cross-runner timeline, health.
+"""pgqueue's web dashboard: queues, jobs, runners, the cross-runner timeline, schedules, health.
 
 A plain WSGI application (Jinja2 templates, one small script of its own, no framework, nothing
 loaded from another origin), so it runs under ``pgqueue dashboard`` or inside a web app::
@@ -40,11 +40,14 @@ def make_app(app: "App", *, actions: bool = False, authorize: Authorize | None =
              title: str | None = None) -> Dashboard:
     """The dashboard of ``app``'s schema, as a WSGI application.
 
-    * ``actions``: show and accept retry, cancel and delete (off: the dashboard only reads, and
-      every POST is refused).
+    * ``actions``: show and accept retry, cancel and delete of jobs, and the controls of queues
+      (pause, resume, limits) and schedules (pause, resume, trigger) (off: the dashboard only
+      reads, and every POST is refused).
     * ``authorize(environ, action) -> bool``: asked before showing or performing an action
-      (``"retry"``, ``"cancel"``, ``"delete"``); ``environ`` is the WSGI environ (``REMOTE_USER``
-      is the user the host app or basic auth established).
+      (``"retry"``, ``"cancel"``, ``"delete"``, ``"pause_queue"``, ``"resume_queue"``,
+      ``"limit_queue"``, ``"pause_schedule"``, ``"resume_schedule"``, ``"trigger_schedule"``);
+      ``environ`` is the WSGI environ (``REMOTE_USER`` is the user the host app or basic auth
+      established).
     * ``redact(task, args, kwargs) -> (args, kwargs)``: what the pages show of a job's arguments
       (secrets out). With it set, the arguments filter is off (it would let anyone probe values).
     * ``credentials=(user, password)``: HTTP basic authentication on every URL.

@@ -1,4 +1,6 @@
-"""Operator actions from the dashboard: retry, cancel, delete, one job or a selection.
+"""Operator actions from the dashboard: retry, cancel, delete, one job or a selection (the
+controls of queues and schedules are :mod:`.controls`', which share the guards and the way
+through a confirmation).
 
 Off unless the dashboard was made with ``actions=True`` (``pgqueue dashboard
 --allow-actions``). Each action:
@@ -16,6 +18,7 @@ Off unless the dashboard was made with ``actions=True`` (``pgqueue dashboard
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,11 +71,39 @@ def chosen_ids(request: Request) -> list[int]:
     return unique
 
 
-def reason(action: Action, request: Request) -> str:
+def printable(text: str, limit: int) -> str:
+    """``text`` with every character that is not printable (NUL, newlines, escapes) replaced,
+    cut to ``limit`` characters: what the history may hold of something a request said."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
+
+
+def actor(request: Request) -> str:
+    """Who acts: the user (``REMOTE_USER``) and the address the request came from."""
     who = request.user or "anonymous"
     where = f" from {request.remote_addr}" if request.remote_addr else ""
-    text = f"dashboard: {action.verb} by {who}{where}"
-    return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]
+    return printable(f"{who}{where}", 250)
+
+
+def reason(action: Action, request: Request) -> str:
+    return printable(f"dashboard: {action.verb} by {actor(request)}", 300)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the page an action redirected to says about it (``?done=...``)."""
+
+    text: str
+    link: str | None = None  # a path under the mount point
+    link_text: str | None = None
+
+
+def notice(done: str | None) -> Notice | None:
+    """The notice of ``done=retried:2:3`` (verb, changed, chosen); None for anything else."""
+    match = re.fullmatch(r"([a-z]+):(\d+):(\d+)", done or "")
+    if not match or match.group(1) not in {a.verb for a in ACTIONS.values()}:
+        return None
+    changed, chosen = int(match.group(2)), int(match.group(3))
+    return Notice(f"{changed:,} of {chosen:,} chosen job{'' if chosen == 1 else 's'} {match.group(1)}.")
 
 
 def preview(session: "Session", action: Action, ids: list[int]) -> dict[str, Any]:

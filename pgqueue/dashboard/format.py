@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.parse
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -96,7 +97,13 @@ def status_badge(status: str | None) -> Markup:
     return Markup('<span class="badge s-{0}">{0}</span>').format(escape(status))
 
 
+def segment(value: Any) -> str:
+    """A name as one segment of a URL's path (``/queues/{{ name|segment }}``): every character
+    that is not a plain one quoted, slashes too."""
+    return urllib.parse.quote(str(value), safe="")
+
+
 FILTERS = {
     "utc": utc, "iso": iso, "dur": dur, "num": num, "compact": compact, "pretty": pretty,
-    "size": size, "status": status_badge, "stamp": stamp,
+    "size": size, "status": status_badge, "stamp": stamp, "segment": segment,
 }

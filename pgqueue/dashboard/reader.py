@@ -227,6 +227,11 @@ class Cache:
         self._locks: dict[Any, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every value (after an action: the page it redirects to shows its effect)."""
+        with self._guard:
+            self._values.clear()
+
     def get(self, key: Any, compute: Callable[[], Any], *, keep: Callable[[Any], bool] = lambda v: True) -> Any:
         if self.ttl <= 0:
             return compute()

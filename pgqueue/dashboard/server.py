@@ -104,7 +104,8 @@ def run(app: "App", *, host: str = "127.0.0.1", port: int = 8089, actions: bool 
     announce(f"pgqueue dashboard on http://{shown}:{bound_port}/ ({access}; actions "
              f"{'on' if actions else 'off'}); Ctrl-C stops it")
     if actions and credentials is None and not is_loopback(host):
-        logger.warning("actions are on and anyone who reaches %s:%s may retry, cancel and delete jobs",
+        logger.warning("actions are on and anyone who reaches %s:%s may retry, cancel and delete jobs, "
+                       "and pause queues and schedules",
                        host, bound_port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="pgqueue-dashboard", daemon=True)

@@ -5,8 +5,9 @@ returns the template's context, or raises :class:`~pgqueue.dashboard.web.HTTPErr
 through ``page.read(name, params)``: a panel that times out or fails comes back empty with its
 ``problem`` set, and the template says so in place of the panel; the page itself still renders.
 
-Every read is bounded; the limits are the constants below. Pages to come (queues, schedules)
-are added with :meth:`pgqueue.dashboard.Dashboard.add_page` and appear in the navigation.
+Every read is bounded; the limits are the constants below. The queues and schedules pages are
+:mod:`pgqueue.dashboard.control_pages`'; every page is added with
+:meth:`pgqueue.dashboard.Dashboard.add_page`.
 """
 
 from __future__ import annotations

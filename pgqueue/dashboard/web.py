@@ -150,6 +150,16 @@ class Response:
         return [self.body]
 
 
+def path_text(value: str) -> str:
+    """A piece of PATH_INFO as the text it spells. WSGI servers hand the path over as bytes
+    decoded as latin-1 (PEP 3333), so a UTF-8 queue name arrives as mojibake; a host that
+    passes real text (the Django view) is left as it is."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def redirect(location: str, status: int = 303) -> Response:
     return Response(b"", status, "text/plain; charset=utf-8", [("Location", location)])
 

@@ -2,12 +2,14 @@
 
 ``Dashboard(app, ...)`` (made by :func:`pgqueue.dashboard.make_app`) is a plain WSGI callable.
 Each request: the Host check and basic authentication when configured; then the page, whose
-reads share one connection of the dashboard's pool; then the template. POSTs (actions) pass
-the same-origin check, the ``actions`` switch and the ``authorize`` hook first.
+reads share one connection of the dashboard's pool; then the template. POSTs (actions on jobs,
+controls of queues and schedules) pass the same-origin check, the ``actions`` switch and the
+``authorize`` hook first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -16,16 +18,17 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import errors
 from ..version import __version__
 from . import actions as action_module
-from . import draw
+from . import control_pages, controls, draw
 from . import format as fmt
 from . import views
 from .reader import Cache, Reader
-from .web import HTTPError, Request, Response, check_basic_auth, check_host, redirect, same_origin, text
+from .web import (HTTPError, Request, Response, check_basic_auth, check_host, path_text, redirect, same_origin,
+                  text)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -54,6 +57,7 @@ class Route:
     template: str
     handler: Callable[..., dict[str, Any]]
     refresh: int  # default live-refresh interval of the page, seconds (0: off)
+    section: str  # the navigation entry it belongs to (a job's page: "jobs")
 
 
 class Dashboard:
@@ -101,24 +105,31 @@ class Dashboard:
     # ------------------------------------------------------------- pages
 
     def add_page(self, name: str, path: str, template: str, handler: Callable[..., dict[str, Any]], *,
-                 title: str | None = None, refresh: int | None = None) -> None:
+                 title: str | None = None, refresh: int | None = None, section: str | None = None) -> None:
         """Add a page: ``path`` is a regular expression below the mount point whose named groups
-        are passed to ``handler(page, **groups)``; with ``title`` it appears in the navigation.
-        (How the queues and schedules pages will join.)"""
+        are passed to ``handler(page, **groups)`` (those named ``*_id`` as integers, the others
+        as text); with ``title`` it appears in the navigation; ``section`` names the navigation
+        entry a page without one is shown under."""
         self.routes.append(Route(re.compile(f"^{path}$"), name, template, handler,
-                                 self.refresh if refresh is None else refresh))
+                                 self.refresh if refresh is None else refresh, section or name))
         if title:
             plain = re.sub(r"\(.*?\)|[\^$]", "", path) or "/"
             self.nav.append(NavEntry(name, plain, title))
 
     def _add_builtin_pages(self) -> None:
         self.add_page("overview", "/", "overview.html", views.overview, title="Overview")
+        self.add_page("queues", "/queues", "queues.html", control_pages.queues, title="Queues")
+        self.add_page("queue", "/queues/(?P<queue>.+)", "queue.html", control_pages.queue, section="queues")
         self.add_page("jobs", "/jobs", "jobs.html", views.jobs, title="Jobs")
-        self.add_page("job", r"/jobs/(?P<job_id>\d{1,19})", "job.html", views.job)
+        self.add_page("job", r"/jobs/(?P<job_id>\d{1,19})", "job.html", views.job, section="jobs")
         self.add_page("timeline", "/timeline", "timeline.html", views.timeline, title="Timeline",
                       refresh=0)
         self.add_page("runners", "/runners", "runners.html", views.runners, title="Runners")
-        self.add_page("runner", r"/runners/(?P<runner_id>\d{1,19})", "runner.html", views.runner)
+        self.add_page("runner", r"/runners/(?P<runner_id>\d{1,19})", "runner.html", views.runner,
+                      section="runners")
+        self.add_page("schedules", "/schedules", "schedules.html", control_pages.schedules, title="Schedules")
+        self.add_page("schedule", "/schedules/(?P<schedule>.+)", "schedule.html", control_pages.schedule,
+                      section="schedules")
         self.add_page("health", "/health", "health.html", views.health, title="Health")
 
     # ---------------------------------------------------------- redaction
@@ -190,7 +201,7 @@ class Dashboard:
     # -------------------------------------------------------------- render
 
     def _render(self, request: Request, template: str, context: dict[str, Any], *,
-                page_name: str, refresh: int, status: int = 200) -> Response:
+                page_name: str, refresh: int, status: int = 200, section: str | None = None) -> Response:
         now = dt.datetime.now(dt.timezone.utc)
 
         def url(path: str, **params: Any) -> str:
@@ -205,22 +216,20 @@ class Dashboard:
         def ago(moment: dt.datetime | None) -> str:
             return fmt.ago(moment, now)
 
-        # "retried:2:3" (verb, changed, chosen) after an action; anything else is not shown.
-        done = re.fullmatch(r"([a-z]+):(\d+):(\d+)", request.arg("done") or "")
-        notice = None
-        if done and done.group(1) in {a.verb for a in action_module.ACTIONS.values()}:
-            changed, chosen = int(done.group(2)), int(done.group(3))
-            notice = f"{changed:,} of {chosen:,} chosen job{'' if chosen == 1 else 's'} {done.group(1)}."
+        # After an action, what it did ("retried:2:3", "pause_queue:1:0"); anything else is not shown.
+        done = request.arg("done")
+        notice = action_module.notice(done) or controls.notice(done)
         body = self._env.get_template(template).render(
             **context, url=url, static=static, when=when, ago=ago, now=now, nav=self.nav,
-            page_name=page_name, refresh=refresh, title=self.title, version=__version__,
+            page_name=page_name, section=section or page_name, refresh=refresh, title=self.title,
+            version=__version__,
             actions_on=self.actions, may=lambda action: self.may(request, action),
             request=request, here=request.full_path, notice=notice, schema=self.schema,
             bulk_limit=action_module.BULK_LIMIT, draw_timeline=draw.timeline_svg)
         return Response(body.encode(), status)
 
     def _page(self, request: Request, route: Route, groups: dict[str, str]) -> Response:
-        args = {k: int(v) for k, v in groups.items()}
+        args = {k: int(v) if k.endswith("_id") else path_text(v) for k, v in groups.items()}
         with self.reader.session() as session:
             page = views.Page(self, request, session, dt.datetime.now(dt.timezone.utc))
             try:
@@ -229,7 +238,7 @@ class Dashboard:
                 return redirect(move.location)
             context["problems"] = page.problems
             return self._render(request, route.template, context, page_name=route.name,
-                                refresh=route.refresh)
+                                refresh=route.refresh, section=route.section)
 
     def _error(self, request: Request, exc: HTTPError) -> Response:
         if exc.status == 401 or request.path.startswith("/static/") or request.path == "/metrics":
@@ -293,7 +302,8 @@ class Dashboard:
 
     def _action(self, request: Request, name: str) -> Response:
         action = action_module.ACTIONS.get(name)
-        if action is None:
+        control = controls.CONTROLS.get(name)
+        if action is None and control is None:
             raise HTTPError(404, f"no action {name!r}")
         if request.method != "POST":
             raise HTTPError(405, "actions are POST only", [("Allow", "POST")])
@@ -304,8 +314,14 @@ class Dashboard:
             raise HTTPError(403, "actions are off on this dashboard (start it with --allow-actions, "
                                  "or make_app(..., actions=True))")
         if not self.may(request, name):
-            raise HTTPError(403, f"you may not {name} jobs on this dashboard")
-        back = self._back(request)
+            raise HTTPError(403, f"you may not {control.refusal if control else name + ' jobs'} on this dashboard")
+        if control is not None:
+            return self._control(request, control)
+        return self._job_action(request, action)
+
+    def _job_action(self, request: Request, action: action_module.Action) -> Response:
+        name = action.name
+        back = self._back(request, "/jobs")
         with self.reader.session() as session:
             matching = None
             if request.form_value("matching") == "1" and request.form_value("confirm") != "yes":
@@ -326,24 +342,37 @@ class Dashboard:
                                     {"action": action, "ids": ids, "summary": summary, "back": back,
                                      "matching": matching, "problems": []},
                                     page_name="confirm", refresh=0)
-            try:
+            with _failures(action.title, "the jobs (someone holds them)"):
                 done = action_module.perform(session, action, ids, action_module.reason(action, request))
-            except Exception as exc:
-                import psycopg
-
-                if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
-                    raise HTTPError(503, f"{action.title} timed out waiting for the jobs (someone "
-                                         "holds them): nothing was changed; try again") from None
-                if isinstance(exc, psycopg.Error):
-                    raise HTTPError(503, f"{action.title} failed: {' '.join(str(exc).split())}") from None
-                raise
+        self.cache.clear()
         logger.info("dashboard: %s of %d job(s) by %s: %d changed", name, len(ids),
                     request.user or "anonymous", done)
-        separator = "&" if "?" in back else "?"
-        return redirect(f"{back}{separator}{urllib.parse.urlencode({'done': f'{action.verb}:{done}:{len(ids)}'})}")
+        return redirect(_with_done(back, f"{action.verb}:{done}:{len(ids)}"))
 
-    def _back(self, request: Request) -> str:
-        """Where to go after the action: the page it came from, if it is one of ours."""
+    def _control(self, request: Request, control: controls.Control) -> Response:
+        """A queue's or a schedule's control: the confirmation (or the form again, saying what is
+        wrong), then the control itself (see :mod:`pgqueue.dashboard.controls`)."""
+        chosen = controls.parse(request, control)
+        back = self._back(request, controls.page_of(control, chosen.target))
+        with self.reader.session() as session:
+            page = views.Page(self, request, session, dt.datetime.now(dt.timezone.utc))
+            state = controls.look_up(page, control, chosen.target)
+            if chosen.problem or request.form_value("confirm") != "yes":
+                return self._render(request, "confirm_control.html",
+                                    {"control": control, "chosen": chosen, "state": state, "back": back,
+                                     "problems": []},
+                                    page_name="confirm", refresh=0, status=400 if chosen.problem else 200,
+                                    section=f"{control.target}s")
+            with _failures(control.title, "a lock (claims or fires in flight)"):
+                outcome = controls.perform(session, chosen, controls.by(request))
+        self.cache.clear()
+        logger.info("dashboard: %s of %s %r by %s", control.name, control.target, chosen.target,
+                    request.user or "anonymous")
+        return redirect(_with_done(back, outcome.token(control)))
+
+    def _back(self, request: Request, default: str) -> str:
+        """Where to go after the action: the page it came from, if it is one of ours (else
+        ``default``, a path under the mount point)."""
         back = request.form_value("back") or ""
         prefix = request.script_name + "/"
         parts = urllib.parse.urlsplit(back)
@@ -352,4 +381,25 @@ class Dashboard:
             query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query)
                                             if k != "done"])
             return parts.path + (("?" + query) if query else "")
-        return request.url("/jobs")
+        return request.url(default)
+
+
+def _with_done(back: str, done: str) -> str:
+    """``back`` with the ``done`` parameter the page reads its notice from."""
+    separator = "&" if "?" in back else "?"
+    return f"{back}{separator}{urllib.parse.urlencode({'done': done})}"
+
+
+@contextlib.contextmanager
+def _failures(title: str, waits_for: str) -> Iterator[None]:
+    """An action's database errors as pages: a lock or statement timeout (503: nothing was
+    changed, try again), any other database error (503, its message)."""
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+        raise HTTPError(503, f"{title} timed out waiting for {waits_for}: nothing was changed; "
+                             "try again") from None
+    except psycopg.Error as exc:
+        raise HTTPError(503, f"{title} failed: {' '.join(str(exc).split())}") from None

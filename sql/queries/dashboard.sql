@@ -15,7 +15,8 @@
 --   on `at`), and stops at a row limit.
 --
 -- Operator actions (retry, cancel, delete) are one statement each, over at most a bounded
--- list of ids, and write a job_events row naming the dashboard and its user (`reason`).
+-- list of ids, and write a job_events row naming the dashboard and its user (`reason`). The
+-- queue and schedule controls run the statements of the Python API (see "queues, schedules").
 
 -- ------------------------------------------------------------------------ overview
 
@@ -575,6 +576,68 @@ WHERE (r.started_at <= %(until)s::timestamptz
    OR r.id = ANY (%(ids)s::bigint[])
 ORDER BY r.id
 LIMIT %(limit)s::int
+
+-- ----------------------------------------------------------------- queues, schedules
+-- The queues page reads dashboard_queues (above) for its counts and controls; the controls
+-- themselves (pause, resume, limit; pause, resume, trigger a schedule) are the statements the
+-- Python API and the CLI run (admin.sql queue_*, schedules.sql schedule_*), so each writes the
+-- same queue_events or schedule_events row.
+
+-- name: dashboard_queue_events
+-- The latest pauses, resumes and limit changes, of one queue (queue_events_queue_idx) or of
+-- every queue (the primary key), newest first, at most `limit`; a limit change's detail as
+-- columns (`per` in seconds).
+SELECT e.id, e.queue, e.at, e.action, e.by, e.reason,
+       (e.detail ->> 'concurrency')::int AS concurrency,
+       (e.detail ->> 'rate')::int AS rate,
+       extract(epoch FROM (e.detail ->> 'per')::interval)::float8 AS per
+FROM /* schema */queue_events AS e
+WHERE (%(queue)s::text IS NULL OR e.queue = %(queue)s::text)
+ORDER BY e.id DESC
+LIMIT %(limit)s::int
+
+-- name: dashboard_schedules
+-- A page of schedules by id (the schedule_status view over schedules_pkey), after `after`
+-- (NULL: from the first), at most `limit`, with the database's clock.
+SELECT s.id, s.task, s.cron, s.timezone, s.queue, s.next_run_at, s.last_run_at, s.last_run_for,
+       s.last_job_id, s.last_job_status, s.paused, s.pause_reason, s.paused_by, s.paused_at,
+       s.orphaned, s.orphaned_at, s.declared_by, s.catch_up,
+       extract(epoch FROM s.catch_up_within)::float8 AS catch_up_within, s.overlap, now() AS now
+FROM /* schema */schedule_status AS s
+WHERE (%(after)s::text IS NULL OR s.id > %(after)s::text)
+ORDER BY s.id
+LIMIT %(limit)s::int
+
+-- name: dashboard_schedule
+-- One schedule (schedule_status, and from its row the cursor's last tick and the last resume),
+-- the live runners that declare it, and the database's clock.
+SELECT s.*, extract(epoch FROM s.catch_up_within)::float8 AS catch_up_seconds, c.last_tick,
+       c.resumed_at, c.max_attempts,
+       ARRAY(SELECT d.runner_id FROM /* schema */schedule_declarations AS d
+             JOIN /* schema */runners AS r ON r.id = d.runner_id
+             WHERE d.schedule_id = s.id AND r.state = 'running'
+             ORDER BY d.runner_id) AS declaring_runners,
+       now() AS now
+FROM /* schema */schedule_status AS s
+JOIN /* schema */schedules AS c ON c.id = s.id
+WHERE s.id = %(id)s::text
+
+-- name: dashboard_schedule_events
+-- One schedule's history, newest first, at most `limit` (schedule_events_schedule_idx; with
+-- `runs`, only the events that enqueued a job: schedule_events_runs_idx), each with its job's
+-- status (NULL once retention pruned the job). `newest` is a fence: the limit applies to the
+-- walk of the index, before the join, however many events the schedule has.
+WITH newest AS MATERIALIZED (
+    SELECT e.id, e.at, e.kind, e.tick, e.job_id, e.runner_id, e.reason
+    FROM /* schema */schedule_events AS e
+    WHERE e.schedule_id = %(id)s::text AND (NOT %(runs)s::boolean OR e.job_id IS NOT NULL)
+    ORDER BY e.schedule_id DESC, e.id DESC
+    LIMIT %(limit)s::int
+)
+SELECT n.*, j.status AS job_status
+FROM newest AS n
+LEFT JOIN /* schema */jobs AS j ON j.id = n.job_id
+ORDER BY n.id DESC
 
 -- -------------------------------------------------------------------------- health
 
