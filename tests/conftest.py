@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-long", action="store_true", default=False,
+                     help="run the chaos suites (-m chaos) in their long form (also PGQUEUE_CHAOS=long)")
+
+
 def _has_django_tasks() -> bool:
     """Django with its tasks framework (6.0+, or 5.2 with the django-tasks backport): what the
     Django integration tests need. (The core's dev extra installs a plain Django for the
