@@ -164,9 +164,10 @@ def app(make_app) -> pgqueue.App:
     return app
 
 
-def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
+def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection | None) -> pgqueue.App:
     """Register every task of tests/workerapp.py on ``app`` (same names and options) and
-    create the executions table those tasks record into."""
+    create the executions table those tasks record into (unless ``admin`` is None: a second
+    App on a schema that has it already)."""
     import workerapp
 
     for name, task in workerapp.app.tasks.items():
@@ -175,6 +176,8 @@ def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueu
                  max_attempts=config.max_attempts, retry_backoff=config.retry_backoff,
                  timeout=config.timeout, no_retry=config.no_retry, lock=config.lock,
                  lock_limit=config.lock_limit)(task.func)
+    if admin is None:
+        return app
     admin.execute(
         f'CREATE TABLE "{app.settings.schema}".executions (job_id bigint, attempt int, '
         "runner_id bigint, pid int, note text, at timestamptz DEFAULT clock_timestamp())"
