@@ -12,7 +12,9 @@ Faults (one at a time, each followed by a measure of how long the system took to
   worker holds its liveness lock on as many sessions as before (behind a pooler, which keeps
   the server sessions, when the next outcome is written);
 * ``restart_fast`` / ``restart_immediate``: the (private) server is restarted; recovered when
-  the first outcome after it is written.
+  the first outcome after it is written;
+* ``failover``: the primary is stopped and its streaming standby promoted (tests/replication.py);
+  recovered when the first outcome is written on the new primary.
 
 The seed drives the order of faults, the victims and the workload; it is printed and is set by
 ``PGQUEUE_CHAOS_SEED``. Timing still depends on the machine, so a replay is the same sequence
@@ -41,6 +43,8 @@ from pgqueue import sqlfiles
 
 PROCESS_FAULTS = ("sigkill", "sigstop", "sigterm", "terminate")
 SERVER_FAULTS = ("restart_fast", "restart_immediate")
+# Faults of the server (or of the cluster) that the run's ``server_fault`` callable performs.
+CLUSTER_FAULTS = (*SERVER_FAULTS, "failover", "failover_immediate")
 # Short leases keep a SIGSTOP fault short: declared dead after 2 s of silence.
 WORKER_ARGS = ("--concurrency", "4", "--heartbeat-interval", "0.5", "--runner-dead-after", "2",
                "--shutdown-timeout", "1", "--poll-interval", "0.5")
@@ -57,6 +61,15 @@ def seed_from_env() -> int:
 
 def long_mode(config: Any) -> bool:
     return bool(config.getoption("--chaos-long")) or os.environ.get("PGQUEUE_CHAOS", "") == "long"
+
+
+def duration(config: Any, short: float, long: float) -> float:
+    """Seconds of faults: ``short`` in the default run, ``long`` with --chaos-long; with
+    PGQUEUE_CHAOS_SECONDS, that many in long mode."""
+    if not long_mode(config):
+        return short
+    text = os.environ.get("PGQUEUE_CHAOS_SECONDS", "").strip()
+    return float(text) if text else long
 
 
 class Observer:
@@ -139,7 +152,7 @@ class ChaosRun:
 
     def __init__(self, *, label: str, app: pgqueue.App, worker_dsn: str, observe_dsn: str,
                  start_worker: Callable[..., Worker], seed: int, faults: tuple[str, ...],
-                 duration: float, workers: int = 3, restart: Callable[[str], None] | None = None,
+                 duration: float, workers: int = 3, server_fault: Callable[[str], Any] | None = None, warmup: float = 0.0,
                  direct: bool = True, extra_worker_args: tuple[str, ...] = ()) -> None:
         self.label = label
         self.app = app
@@ -152,7 +165,8 @@ class ChaosRun:
         self.faults = faults
         self.duration = duration
         self.size = workers
-        self.restart = restart
+        self.server_fault = server_fault
+        self.warmup = warmup
         self.direct = direct
         self.worker_args = (*WORKER_ARGS, *extra_worker_args)
         self.workers: list[Worker] = []
@@ -224,8 +238,8 @@ class ChaosRun:
             (sqlfiles.runner_lock_class(self.schema), runner))}
 
     def inject(self, kind: str) -> Fault:
-        if kind in SERVER_FAULTS:
-            return self._restart(kind)
+        if kind in CLUSTER_FAULTS:
+            return self._server_fault(kind)
         worker = self.rng.choice(self.workers)
         runner = worker.runner_id(timeout=60)
         fault = Fault(kind, runner)
@@ -287,13 +301,15 @@ class ChaosRun:
             (since, OUTCOME_KINDS)), timeout=60, message="an outcome after the cut connection")
         return max((at - since).total_seconds(), 0.0)
 
-    def _restart(self, kind: str) -> Fault:
-        assert self.restart is not None, "server faults need a private server"
+    def _server_fault(self, kind: str) -> Fault:
+        assert self.server_fault is not None, f"{kind} needs a private server (or cluster)"
         since = self._now()
-        self.restart(kind.removeprefix("restart_"))
+        follow_up = self.server_fault(kind)
         at = wait_for(lambda: self.watch.one(
             f"""SELECT min(at) FROM "{self.schema}".job_events WHERE at > %s AND kind = ANY(%s)""",
             (since, OUTCOME_KINDS)), timeout=90, message=f"an outcome after the {kind}")
+        if callable(follow_up):
+            follow_up()  # e.g. a new standby after a failover: not part of the recovery time
         return Fault(kind, None, max((at - since).total_seconds(), 0.0))
 
     # ----------------------------------------------------------------------- run
@@ -306,6 +322,7 @@ class ChaosRun:
             self.start_worker()
         loader = threading.Thread(target=self._enqueue_loop, name="chaos-enqueue", daemon=True)
         loader.start()
+        self._stop_load.wait(self.warmup)
         try:
             # Every class at least once, in a seeded order; more rounds while time remains.
             while True:
@@ -329,7 +346,9 @@ class ChaosRun:
         for worker in list(self.workers):
             worker.signal(signal.SIGTERM)
         for worker in self.workers:
-            worker.wait(timeout=60)
+            code = worker.wait(timeout=60)
+            if code != 0:
+                self.outcome.problems.append(f"worker {worker.pid} exited {code} at the end:\n{worker.log()[-2000:]}")
         with psycopg.connect(self.watch.dsn, autocommit=True) as conn:
             self.outcome.report = chaos_checker.check(conn, self.schema, self.expected)
         self.outcome.seconds = time.monotonic() - began
@@ -358,9 +377,11 @@ def assert_clean(outcome: Outcome) -> None:
 
 
 def restarter(server: Any) -> Callable[[str], None]:
-    """Restarts of a private EmbeddedServer: ``pg_ctl stop -m <mode>`` (through the server's own
-    runner, which runs pg_ctl as the server's account), then a start."""
-    def restart(mode: str) -> None:
+    """Restarts of a private EmbeddedServer (``restart_fast``, ``restart_immediate``): ``pg_ctl
+    stop -m <mode>`` (through the server's own runner, which runs pg_ctl as the server's
+    account), then a start."""
+    def restart(kind: str) -> None:
+        mode = kind.removeprefix("restart_")
         binaries = server._binaries()
         with server._locked():
             server._run(binaries, "pg_ctl", "-D", str(server.data), "-m", mode, "-w", "-t", "60", "stop")

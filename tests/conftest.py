@@ -38,6 +38,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the chaos suites (-m chaos) in their long form (also PGQUEUE_CHAOS=long)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The long chaos runs last minutes: past the default per-test timeout, not past this one.
+    if config.getoption("--chaos-long") or os.environ.get("PGQUEUE_CHAOS", "") == "long":
+        for item in items:
+            if item.get_closest_marker("chaos"):
+                item.add_marker(pytest.mark.timeout(1500))
+
+
 def _has_django_tasks() -> bool:
     """Django with its tasks framework (6.0+, or 5.2 with the django-tasks backport): what the
     Django integration tests need. (The core's dev extra installs a plain Django for the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaos_run import PROCESS_FAULTS, SERVER_FAULTS, ChaosRun, assert_clean, long_mode, restarter, seed_from_env
+from chaos_run import PROCESS_FAULTS, SERVER_FAULTS, ChaosRun, assert_clean, duration, restarter, seed_from_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -20,5 +20,5 @@ def test_chaos_every_fault_class(private_server, start_worker, request) -> None:
     server, dsn, app = private_server
     run = ChaosRun(label="direct", app=app, worker_dsn=dsn, observe_dsn=dsn, start_worker=start_worker,
                    seed=seed_from_env(), faults=PROCESS_FAULTS + SERVER_FAULTS,
-                   duration=300 if long_mode(request.config) else 15, restart=restarter(server))
+                   duration=duration(request.config, 15, 300), server_fault=restarter(server))
     assert_clean(run.run())

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from chaos_run import PROCESS_FAULTS, ChaosRun, assert_clean, long_mode, seed_from_env
+from chaos_run import PROCESS_FAULTS, ChaosRun, assert_clean, duration, seed_from_env
 from conftest import register_worker_tasks
 from helpers import wait_for
 from pgbouncer import PgBouncer
@@ -101,6 +101,6 @@ def test_chaos_through_transaction_mode(bouncer, make_app, wapp, start_worker, d
     app = pooled_app(make_app, wapp, pooler.dsn, listen=False)
     run = ChaosRun(label="pgbouncer-transaction", app=app, worker_dsn=pooler.dsn, observe_dsn=database_dsn,
                    start_worker=start_worker, seed=seed_from_env(), faults=PROCESS_FAULTS,
-                   duration=180 if long_mode(request.config) else 8, direct=False,
+                   duration=duration(request.config, 8, 180), direct=False,
                    extra_worker_args=("--no-listen",))
     assert_clean(run.run())
