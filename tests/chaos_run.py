@@ -54,13 +54,18 @@ WORKER_ENV = {"PGQUEUE_MAX_CRASHES": "1000"}
 OUTCOME_KINDS = ["succeeded", "failed", "retry_scheduled", "cancelled"]
 
 
+# Read at import (collection): the tests' App fixtures clear every PGQUEUE_* variable, these
+# included, before a test body runs.
+CHAOS_ENV = {k: v for k, v in os.environ.items() if k.startswith("PGQUEUE_CHAOS")}
+
+
 def seed_from_env() -> int:
-    text = os.environ.get("PGQUEUE_CHAOS_SEED", "").strip()
+    text = CHAOS_ENV.get("PGQUEUE_CHAOS_SEED", "").strip()
     return int(text) if text else random.SystemRandom().randrange(1, 2**31)
 
 
 def long_mode(config: Any) -> bool:
-    return bool(config.getoption("--chaos-long")) or os.environ.get("PGQUEUE_CHAOS", "") == "long"
+    return bool(config.getoption("--chaos-long")) or CHAOS_ENV.get("PGQUEUE_CHAOS", "") == "long"
 
 
 def duration(config: Any, short: float, long: float) -> float:
@@ -68,7 +73,7 @@ def duration(config: Any, short: float, long: float) -> float:
     PGQUEUE_CHAOS_SECONDS, that many in long mode."""
     if not long_mode(config):
         return short
-    text = os.environ.get("PGQUEUE_CHAOS_SECONDS", "").strip()
+    text = CHAOS_ENV.get("PGQUEUE_CHAOS_SECONDS", "").strip()
     return float(text) if text else long
 
 
@@ -140,7 +145,7 @@ class Outcome:
         table = self.table()
         print(f"\nchaos run {self.label}: seed {self.seed} (replay: PGQUEUE_CHAOS_SEED={self.seed})")
         print(json.dumps(table, indent=1, sort_keys=True))
-        target = os.environ.get("PGQUEUE_CHAOS_REPORT")
+        target = CHAOS_ENV.get("PGQUEUE_CHAOS_REPORT")
         if target:
             with open(target, "a") as out:
                 out.write(json.dumps(table, sort_keys=True) + "\n")

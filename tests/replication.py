@@ -72,6 +72,7 @@ class Cluster:
         self.password = first._password() or ""
         self.nodes[0].port = first._running_port()
         self.primary, self.standby = self.nodes
+        self.failovers = 0
         self._base_backup(self.standby, self.primary)
         self.standby.start()
         self.wait_streaming()
@@ -103,7 +104,8 @@ class Cluster:
         server.password_file.write_text(self.password + "\n")
         server.password_file.chmod(0o600)
         server.logfile.touch()
-        node.port = _free_port()
+        # A rebuilt node keeps its port: it is in the clients' multi-host DSN.
+        node.port = node.port or _free_port()
         server._write_port(node.port)
 
     def wait_streaming(self, timeout: float = 60) -> None:
@@ -132,6 +134,7 @@ class Cluster:
                 raise AssertionError(f"the standby was not promoted; see {self.standby.server.logfile}")
             time.sleep(0.1)
         self.primary, self.standby = self.standby, self.primary
+        self.failovers += 1
 
     def rebuild(self) -> None:
         """The stopped old primary comes back as a standby of the new one."""

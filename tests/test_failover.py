@@ -38,7 +38,6 @@ def cluster(tmp_path, make_app):
 def test_workers_follow_a_failover(cluster, start_worker, request) -> None:
     pair, app = cluster
     long = long_mode(request.config)
-    first_primary = pair.primary.port
 
     def fault(kind: str):
         if kind == "failover_immediate":
@@ -54,5 +53,5 @@ def test_workers_follow_a_failover(cluster, start_worker, request) -> None:
                    faults=("failover", "failover_immediate") if long else ("failover",),
                    duration=duration(request.config, 0, 180), server_fault=fault, warmup=2.0)
     outcome = run.run()
-    assert pair.primary.port != first_primary, "no failover happened"
+    assert pair.failovers == len(outcome.faults) >= 1, "the run did not fail over"
     assert_clean(outcome)
