@@ -16,6 +16,7 @@ Faults (one at a time, each followed by a measure of how long the system took to
 * ``failover``: the primary is stopped and its streaming standby promoted (tests/replication.py);
   recovered when the first outcome is written on the new primary.
 
+``PGQUEUE_CHAOS_FAULTS=sigkill,sigstop`` keeps only those classes (per-class figures).
 The seed drives the order of faults, the victims and the workload; it is printed and is set by
 ``PGQUEUE_CHAOS_SEED``. Timing still depends on the machine, so a replay is the same sequence
 of faults, not the same interleaving. After the faults, the run waits for every job to end and
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import psycopg
+import pytest
 
 import chaos_checker
 import pgqueue
@@ -126,6 +128,10 @@ class Outcome:
     enqueue_errors: int = 0
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: From the workers' logs: leases found lost (a zombie came back), outcomes refused by
+    #: the fence in the database.
+    leases_lost: int = 0
+    fenced_out: int = 0
 
     def table(self) -> dict[str, Any]:
         """Per fault class: how many, recovery median and max (seconds); and the checker's totals."""
@@ -138,6 +144,7 @@ class Outcome:
         return {"label": self.label, "seed": self.seed, "seconds": round(self.seconds, 1),
                 "enqueued": self.enqueued, "enqueue_errors": self.enqueue_errors,
                 "faults": classes, "checker": self.report.summary() if self.report else None,
+                "leases_lost": self.leases_lost, "outcomes_fenced_out": self.fenced_out,
                 "run_problems": self.problems}
 
     def publish(self) -> None:
@@ -167,6 +174,11 @@ class ChaosRun:
         self._start = start_worker
         self.rng = random.Random(seed)
         self.load_rng = random.Random(seed + 1)
+        chosen = CHAOS_ENV.get("PGQUEUE_CHAOS_FAULTS", "").strip()
+        if chosen:  # one class at a time, for per-class figures (docs/chaos.md)
+            faults = tuple(f for f in faults if f in chosen.split(","))
+            if not faults:
+                pytest.skip(f"PGQUEUE_CHAOS_FAULTS={chosen} leaves no fault for the {label} run")
         self.faults = faults
         self.duration = duration
         self.size = workers
@@ -175,6 +187,7 @@ class ChaosRun:
         self.direct = direct
         self.worker_args = (*WORKER_ARGS, *extra_worker_args)
         self.workers: list[Worker] = []
+        self.every_worker: list[Worker] = []
         self.expected: dict[int, str] = {}
         self.outcome = Outcome(seed=seed, label=label)
         self._stop_load = threading.Event()
@@ -185,6 +198,7 @@ class ChaosRun:
         worker = self._start(*self.worker_args, dsn=self.worker_dsn, env=WORKER_ENV)
         worker.runner_id(timeout=60)
         self.workers.append(worker)
+        self.every_worker.append(worker)
         return worker
 
     def _enqueue_loop(self) -> None:
@@ -294,12 +308,15 @@ class ChaosRun:
             wait_for(lambda: pid not in (h := self._lock_holders(runner)) and len(h) >= len(holders),
                      timeout=30, message=f"runner {runner} to take its liveness lock again")
             return time.monotonic() - started
-        # Behind a pooler: the server sessions are the pooler's; cut one of those in use.
+        # Behind a pooler the server sessions are the pooler's, and carry the application name
+        # of the last client linked to them: cut one of those our workers used (and nobody
+        # else's: the server may be shared).
         pids = [r[0] for r in self.watch.rows(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend' AND application_name IS DISTINCT FROM 'chaos-ledger' "
-            "ORDER BY pid")]
-        if pids:
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid",
+            (f"pgqueue-test-{self.schema}",))]
+        if not pids:
+            self.outcome.problems.append("no server session of the workers to cut behind the pooler")
+        else:
             self.watch.rows("SELECT pg_terminate_backend(%s)", (self.rng.choice(pids),))
         at = wait_for(lambda: self.watch.one(
             f"""SELECT min(at) FROM "{self.schema}".job_events WHERE at > %s AND kind = ANY(%s)""",
@@ -356,6 +373,9 @@ class ChaosRun:
                 self.outcome.problems.append(f"worker {worker.pid} exited {code} at the end:\n{worker.log()[-2000:]}")
         with psycopg.connect(self.watch.dsn, autocommit=True) as conn:
             self.outcome.report = chaos_checker.check(conn, self.schema, self.expected)
+        logs = [w.log() for w in self.every_worker]
+        self.outcome.leases_lost = sum(log.count(" lost its lease (") for log in logs)
+        self.outcome.fenced_out = sum(log.count("reclaimed meanwhile (fenced)") for log in logs)
         self.outcome.seconds = time.monotonic() - began
         self.watch.close()
         self.outcome.publish()
