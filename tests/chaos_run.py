@@ -311,13 +311,11 @@ class ChaosRun:
         # Behind a pooler the server sessions are the pooler's, and carry the application name
         # of the last client linked to them: cut one of those our workers used (and nobody
         # else's: the server may be shared).
-        pids = [r[0] for r in self.watch.rows(
+        # A session that replaced a cut one has no name until a worker's transaction runs on it.
+        pids = wait_for(lambda: [r[0] for r in self.watch.rows(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid",
-            (f"pgqueue-test-{self.schema}",))]
-        if not pids:
-            self.outcome.problems.append("no server session of the workers to cut behind the pooler")
-        else:
-            self.watch.rows("SELECT pg_terminate_backend(%s)", (self.rng.choice(pids),))
+            (f"pgqueue-test-{self.schema}",))], timeout=30, message="a server session the workers used")
+        self.watch.rows("SELECT pg_terminate_backend(%s)", (self.rng.choice(pids),))
         at = wait_for(lambda: self.watch.one(
             f"""SELECT min(at) FROM "{self.schema}".job_events WHERE at > %s AND kind = ANY(%s)""",
             (since, OUTCOME_KINDS)), timeout=60, message="an outcome after the cut connection")

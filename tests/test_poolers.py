@@ -55,6 +55,10 @@ def test_transaction_mode_is_detected_and_everything_works(bouncer, make_app, wa
     jobs = [app.tasks["add"].enqueue(i, i) for i in range(30)]  # the same statement, 30 times
     assert [job.result(timeout=30) for job in jobs] == [2 * i for i in range(30)]
     assert "instant recovery off (a connection pooler is in between" in worker.log()
+    # With listen left on, job.result() still returns: its LISTEN may sit on any server session,
+    # so it relies on its own re-checks.
+    listening = pooled_app(make_app, wapp, pooler.dsn)
+    assert listening.tasks["add"].enqueue(20, 22).result(timeout=30) == 42
     liveness = admin.execute(f'SELECT liveness FROM "{wapp.settings.schema}".runners WHERE id = %s',
                              (runner,)).fetchone()[0]
     assert liveness is False, "behind a pooler the runner must not rely on its liveness lock"
