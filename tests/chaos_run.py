@@ -164,8 +164,9 @@ class ChaosRun:
 
     def __init__(self, *, label: str, app: pgqueue.App, worker_dsn: str, observe_dsn: str,
                  start_worker: Callable[..., Worker], seed: int, faults: tuple[str, ...],
-                 duration: float, workers: int = 3, server_fault: Callable[[str], Any] | None = None, warmup: float = 0.0,
-                 direct: bool = True, extra_worker_args: tuple[str, ...] = ()) -> None:
+                 duration: float, workers: int = 3, warmup: float = 0.0,
+                 server_fault: Callable[[str], Any] | None = None, direct: bool = True,
+                 extra_worker_args: tuple[str, ...] = ()) -> None:
         self.label = label
         self.app = app
         self.schema = app.settings.schema
@@ -407,6 +408,9 @@ def restarter(server: Any) -> Callable[[str], None]:
         mode = kind.removeprefix("restart_")
         binaries = server._binaries()
         with server._locked():
+            # Another pytest session of this account may have made the shared temporary folder
+            # private again (pytest does, at start): the server's account must still reach it.
+            server._prepare_ownership(binaries)
             server._run(binaries, "pg_ctl", "-D", str(server.data), "-m", mode, "-w", "-t", "60", "stop")
         server.ensure_running()
     return restart

@@ -57,15 +57,18 @@ class PgBouncer:
         """What clients use: the server's user, password and database, through the pooler."""
         password = self.server.get("password")
         secret = f":{quote(password, safe='')}" if password else ""
-        return f"postgresql://{self.server.get('user', 'postgres')}{secret}@127.0.0.1:{self.port}/{self.server['dbname']}"
+        user, dbname = self.server.get("user", "postgres"), self.server["dbname"]
+        return f"postgresql://{user}{secret}@127.0.0.1:{self.port}/{dbname}"
 
     def start(self) -> "PgBouncer":
         self.directory.mkdir(parents=True, exist_ok=True)
         user = self.server.get("user", "postgres")
         password = self.server.get("password")
         (self.directory / "userlist.txt").write_text(f'"{user}" "{password or ""}"\n')
+        dbname = self.server["dbname"]
+        host, port = self.server.get("host", "127.0.0.1"), self.server.get("port", 5432)
         (self.directory / "pgbouncer.ini").write_text(f"""[databases]
-{self.server['dbname']} = host={self.server.get('host', '127.0.0.1')} port={self.server.get('port', 5432)} dbname={self.server['dbname']}
+{dbname} = host={host} port={port} dbname={dbname}
 
 [pgbouncer]
 listen_addr = 127.0.0.1

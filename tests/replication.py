@@ -44,10 +44,12 @@ class Node:
     def pg_ctl(self, *args: str) -> None:
         server = self.server
         with server._locked():  # the embedded server's own lock and account handling
+            # The server's account must reach its folder, even if another pytest session of
+            # this account has made the shared temporary folder private again meanwhile.
+            server._prepare_ownership(server._binaries())
             server._run(server._binaries(), "pg_ctl", "-D", str(server.data), *args)
 
     def start(self) -> None:
-        self.server._prepare_ownership(self.server._binaries())
         self.pg_ctl("-l", str(self.server.logfile), "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
