@@ -9,8 +9,8 @@ import sys
 
 def render(lines: list[str]) -> str:
     out = ["| run | fault | injected | jobs | executions | lost | stale writes applied | duplicates (causes) "
-           "| retries (task failed) | recovery median / max (s) | seed |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: |"]
+           "| retries (task failed) | leases lost / zombie outcomes fenced out | recovery median / max (s) | seed |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |"]
     for line in lines:
         run = json.loads(line)
         check = run["checker"]
@@ -19,6 +19,7 @@ def render(lines: list[str]) -> str:
             out.append(
                 f"| {run['label']} | {fault} | {figures['injected']} | {check['jobs']} | {check['executions']} "
                 f"| {check['lost']} | {check['stale_writes']} | {check['duplicates']} ({causes}) | {check['retries']} "
+                f"| {run['leases_lost']} / {run['outcomes_fenced_out']} "
                 f"| {figures['recovery_median_s']} / {figures['recovery_max_s']} | {run['seed']} |")
     return "\n".join(out)
 
