@@ -33,6 +33,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-long", action="store_true", default=False,
+                     help="run the chaos suites (-m chaos) in their long form (also PGQUEUE_CHAOS=long)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The long chaos runs last minutes: past the default per-test timeout, not past this one.
+    if config.getoption("--chaos-long") or os.environ.get("PGQUEUE_CHAOS", "") == "long":
+        for item in items:
+            if item.get_closest_marker("chaos"):
+                item.add_marker(pytest.mark.timeout(1500))
+
+
 def _has_django_tasks() -> bool:
     """Django with its tasks framework (6.0+, or 5.2 with the django-tasks backport): what the
     Django integration tests need. (The core's dev extra installs a plain Django for the
@@ -159,9 +172,10 @@ def app(make_app) -> pgqueue.App:
     return app
 
 
-def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueue.App:
+def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection | None) -> pgqueue.App:
     """Register every task of tests/workerapp.py on ``app`` (same names and options) and
-    create the executions table those tasks record into."""
+    create the executions table those tasks record into (unless ``admin`` is None: a second
+    App on a schema that has it already)."""
     import workerapp
 
     for name, task in workerapp.app.tasks.items():
@@ -170,6 +184,8 @@ def register_worker_tasks(app: pgqueue.App, admin: psycopg.Connection) -> pgqueu
                  max_attempts=config.max_attempts, retry_backoff=config.retry_backoff,
                  timeout=config.timeout, no_retry=config.no_retry, lock=config.lock,
                  lock_limit=config.lock_limit)(task.func)
+    if admin is None:
+        return app
     admin.execute(
         f'CREATE TABLE "{app.settings.schema}".executions (job_id bigint, attempt int, '
         "runner_id bigint, pid int, note text, at timestamptz DEFAULT clock_timestamp())"

@@ -192,3 +192,50 @@ def fail_once(label: str, hold: float = 0.0) -> str:
             time.sleep(0.01)
         raise RuntimeError("first attempt fails")
     return label
+
+
+# ------------------------------------------------------------------ the chaos runs' tasks
+
+def _ledger(note: str) -> None:
+    """One row of the chaos ledger (tests/chaos_checker.py): who ran which attempt. Retried
+    until written: a fault (a restart, a cut connection, a failover) must not fail the task, and
+    the primary key makes a write whose reply was lost harmless to repeat. Its own application
+    name keeps the fault injector's pg_terminate_backend off it."""
+    job = pgqueue.current_job()
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with psycopg.connect(os.environ["PGQUEUE_DSN"], autocommit=True, connect_timeout=3,
+                                 application_name="chaos-ledger") as conn:
+                conn.execute(
+                    f'INSERT INTO "{app.settings.schema}".ledger (job_id, attempt, runner_id, pid, note) '
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (job.id, job.attempt, job.runner_id, os.getpid(), note), prepare=False)
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@app.task(name="chaos_work", max_attempts=3, retry_backoff=0.1)
+def chaos_work(index: int, seconds: float, fail_first: bool = False) -> dict:
+    """Records its start, works for ``seconds``, fails its first attempt when asked, records its
+    end; the result names the attempt and runner, so the checker can tell whose outcome won."""
+    job = pgqueue.current_job()
+    _ledger("start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    if fail_first and job.attempt == 1:
+        _ledger("fail")
+        raise RuntimeError("the first attempt fails, as asked")
+    _ledger("end")
+    return {"index": index, "attempt": job.attempt, "runner": job.runner_id}
+
+
+@app.task(name="chaos_fail", max_attempts=2, retry_backoff=0.1)
+def chaos_fail(index: int) -> None:
+    """Always fails: it must end failed after two failures, whatever the faults."""
+    _ledger("start")
+    raise RuntimeError(f"chaos job {index} always fails")
