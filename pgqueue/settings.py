@@ -123,6 +123,13 @@ class Settings:
         "Detect a worker process that died from its closed database sessions and re-run its jobs "
         "at once. Off by itself behind a connection pooler, where the lease alone decides.",
     )
+    synchronous_claims: bool = _setting(
+        False,
+        "Make each claim wait for its commit to reach disk (and synchronous standbys). Off: claims "
+        "commit asynchronously, like heartbeats; an outcome, and any write a task commits to this "
+        "database, makes its claim durable first, so only a server crash right after a claim can "
+        "forget it, and that job runs again under the same attempt number.",
+    )
     shutdown_timeout: float = _setting(
         DEFAULT_SHUTDOWN_TIMEOUT,
         "Seconds a stopping worker lets running jobs finish before handing them back to the queue.",

@@ -13,7 +13,11 @@ keyed by job, attempt and runner), the jobs table and the ``job_events`` history
 * **every duplicate explained**: an execution in the ledger belongs to a claimed attempt (two
   runners in one attempt would be a broken claim); each execution that is not the job's
   final one ended, in the history, by a crash (process gone), a lost lease (no heartbeat), a
-  hand-back, or the task's own failure (a retry).
+  hand-back, or the task's own failure (a retry). One more cause exists only in runs with
+  server crashes (``crashes``: when each began): claims commit asynchronously, so a crash can
+  forget a claim that nothing durable followed yet. Such an execution's attempt is in no claim
+  of the history (or in another runner's), and its first ledger row was written after a crash:
+  had the task written it before, that synchronous commit would have made the claim durable.
 
 Used by the chaos runs (direct, behind PgBouncer, across a failover) and checked itself by
 tests/test_chaos_checker.py, which breaks a fence and deletes a job by hand.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -38,6 +43,10 @@ LEDGER_DDL = """CREATE TABLE IF NOT EXISTS "{schema}".ledger (
 OUTCOMES = {"succeeded", "failed", "retry_scheduled", "cancelled", "superseded"}
 REQUEUES = {"crashed", "handed_back"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# A ledger mark: the execution's first row was written after a server crash of the run.
+AFTER_A_CRASH = "written after a crash"
+CLAIM_FORGOTTEN = "claim forgotten in a server crash"
+CRASH_WINDOW = timedelta(seconds=60)
 
 
 def create_ledger(conn: psycopg.Connection, schema: str) -> None:
@@ -87,8 +96,10 @@ def duplicate_cause(kind: str, reason: str) -> str:
     return kind
 
 
-def check(conn: psycopg.Connection, schema: str, expected: dict[int, str]) -> Report:
-    """Check a run: ``expected`` maps every job id the run enqueued to its expected end state."""
+def check(conn: psycopg.Connection, schema: str, expected: dict[int, str],
+          crashes: list[Any] | None = None) -> Report:
+    """Check a run: ``expected`` maps every job id the run enqueued to its expected end state;
+    ``crashes``: the server's clock as each server crash of the run began."""
     ids = sorted(expected)
     report = Report(jobs=len(ids))
     jobs = {r[0]: r for r in conn.execute(
@@ -100,9 +111,13 @@ def check(conn: psycopg.Connection, schema: str, expected: dict[int, str]) -> Re
             f'FROM "{schema}".job_events WHERE job_id = ANY(%s) ORDER BY job_id, id', (ids,)):
         history[row[0]].append(row[1:])
     ledger: dict[int, dict[tuple[int, int], set[str]]] = defaultdict(lambda: defaultdict(set))
-    for job_id, attempt, runner_id, note in conn.execute(
-            f'SELECT job_id, attempt, runner_id, note FROM "{schema}".ledger WHERE job_id = ANY(%s)', (ids,)):
+    for job_id, attempt, runner_id, note, written_at in conn.execute(
+            f'SELECT job_id, attempt, runner_id, note, min(at) OVER (PARTITION BY job_id, attempt, runner_id) '
+            f'FROM "{schema}".ledger WHERE job_id = ANY(%s)', (ids,)):
         ledger[job_id][(attempt, runner_id)].add(note)
+        # A task blocked by the crash writes its first row as soon as the server is back.
+        if any(crash < written_at <= crash + CRASH_WINDOW for crash in crashes or ()):
+            ledger[job_id][(attempt, runner_id)].add(AFTER_A_CRASH)
 
     for job_id in ids:
         row = jobs.get(job_id)
@@ -166,6 +181,9 @@ def _check_job(report: Report, job_id: int, row: tuple, want: str, events: list[
             continue
         report.executions += 1
         if claims.get(run_attempt) != run_runner:
+            if AFTER_A_CRASH in notes:
+                report.duplicates[CLAIM_FORGOTTEN] += 1
+                continue
             report.problems.append(f"job {job_id}: runner {run_runner} ran attempt {run_attempt}, which "
                                    f"the history gives to runner {claims.get(run_attempt)}")
             continue

@@ -190,6 +190,7 @@ class ChaosRun:
         self.workers: list[Worker] = []
         self.every_worker: list[Worker] = []
         self.expected: dict[int, str] = {}
+        self.crashes: list[Any] = []  # server clock as each server crash began
         self.outcome = Outcome(seed=seed, label=label)
         self._stop_load = threading.Event()
 
@@ -325,6 +326,8 @@ class ChaosRun:
     def _server_fault(self, kind: str) -> Fault:
         assert self.server_fault is not None, f"{kind} needs a private server (or cluster)"
         since = self._now()
+        if kind.endswith("_immediate"):
+            self.crashes.append(since)  # the checker's window for claims a crash forgot
         follow_up = self.server_fault(kind)
         at = wait_for(lambda: self.watch.one(
             f"""SELECT min(at) FROM "{self.schema}".job_events WHERE at > %s AND kind = ANY(%s)""",
@@ -371,7 +374,7 @@ class ChaosRun:
             if code != 0:
                 self.outcome.problems.append(f"worker {worker.pid} exited {code} at the end:\n{worker.log()[-2000:]}")
         with psycopg.connect(self.watch.dsn, autocommit=True) as conn:
-            self.outcome.report = chaos_checker.check(conn, self.schema, self.expected)
+            self.outcome.report = chaos_checker.check(conn, self.schema, self.expected, self.crashes)
         logs = [w.log() for w in self.every_worker]
         self.outcome.leases_lost = sum(log.count(" lost its lease (") for log in logs)
         self.outcome.fenced_out = sum(log.count("reclaimed meanwhile (fenced)") for log in logs)

@@ -108,3 +108,27 @@ def test_unexplained_executions_and_wrong_ends_are_reported(crashed_job, wapp, a
     report = check(admin, schema, job_id)
     assert any("attempt 1 ran and the history never ended it" in p for p in report.problems), report.explain()
     assert not report.ok
+
+
+def test_an_execution_a_crash_forgot_the_claim_of_is_explained_only_by_a_crash(crashed_job, wapp, admin) -> None:
+    """Claims commit asynchronously: a server crash can forget one, and its runner's execution
+    then belongs to no claim. That is a duplicate explained by the crash only when the
+    execution's first ledger row came after a crash of the run (and not too long after)."""
+    job_id, first_runner, _ = crashed_job
+    schema = wapp.settings.schema
+    admin.execute(f"""INSERT INTO "{schema}".ledger (job_id, attempt, runner_id, pid, note)
+                      VALUES (%s, 2, %s, 0, 'start')""", (job_id, first_runner))
+    written_at = admin.execute(f"""SELECT at FROM "{schema}".ledger WHERE job_id = %s AND attempt = 2
+                                   AND runner_id = %s""", (job_id, first_runner)).fetchone()[0]
+    no_crash = check(admin, schema, job_id)
+    assert any(f"runner {first_runner} ran attempt 2" in p for p in no_crash.problems), no_crash.explain()
+    before = chaos_checker.check(admin, schema, {job_id: "succeeded"},
+                                 crashes=[written_at + chaos_checker.CRASH_WINDOW / 2])
+    assert not before.ok, "a crash after the execution's first row cannot have forgotten its claim"
+    long_before = chaos_checker.check(admin, schema, {job_id: "succeeded"},
+                                      crashes=[written_at - chaos_checker.CRASH_WINDOW * 2])
+    assert not long_before.ok, "a crash long before the execution does not explain it"
+    crashed = chaos_checker.check(admin, schema, {job_id: "succeeded"},
+                                  crashes=[written_at - chaos_checker.CRASH_WINDOW / 60])
+    assert crashed.ok, crashed.explain()
+    assert crashed.duplicates[chaos_checker.CLAIM_FORGOTTEN] == 1, crashed.explain()

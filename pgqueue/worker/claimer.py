@@ -50,24 +50,27 @@ class Claim:
     queues: list[str] | None = None
     excluded: list[str] | None = None
     can_wait: bool = False
+    #: Whether the claim's commit waits for the disk (setting ``synchronous_claims``).
+    synchronous: bool = False
 
     @classmethod
-    def limited(cls, runner_id: int, limit: int, queue: str) -> "Claim":
+    def limited(cls, runner_id: int, limit: int, queue: str, synchronous: bool = False) -> "Claim":
         """A claim of the limited queue ``queue``: at most what its limits allow now."""
-        return cls(runner_id, limit, "limited", queue=queue)
+        return cls(runner_id, limit, "limited", queue=queue, synchronous=synchronous)
 
     @classmethod
     def serving(cls, runner_id: int, limit: int, queues: tuple[str, ...] | None,
-                excluded: list[str] | None = None, can_wait: bool = False) -> "Claim":
+                excluded: list[str] | None = None, can_wait: bool = False,
+                synchronous: bool = False) -> "Claim":
         mode, queue = claim_mode(queues, excluded)
         return cls(runner_id, limit, mode, queue=queue,
                    queues=list(queues) if mode == "many" and queues else None,
-                   excluded=excluded or None, can_wait=can_wait)
+                   excluded=excluded or None, can_wait=can_wait, synchronous=synchronous)
 
     def params(self, max_args: int) -> dict[str, Any]:
         return {"runner_id": self.runner_id, "limit": self.limit, "mode": self.mode,
                 "queue": self.queue, "queues": self.queues, "excluded": self.excluded,
-                "can_wait": self.can_wait, "max_args": max_args}
+                "can_wait": self.can_wait, "max_args": max_args, "synchronous": self.synchronous}
 
 
 @dataclass

@@ -464,12 +464,13 @@ class Runner:
         it serves nothing else it still asks for its queues, which the database refuses: that
         look is how it learns they were resumed.)"""
         held = self._paused | self._limited
+        synchronous = self.settings.synchronous_claims
         if self.queues is None:
             return claimer.Claim.serving(runner_id, free, None, sorted(held) or None,
-                                         can_wait=self.settings.listen)
+                                         can_wait=self.settings.listen, synchronous=synchronous)
         plain = tuple(q for q in self.queues if q not in held)
         return claimer.Claim.serving(runner_id, free, plain or self.queues, None,
-                                     can_wait=self.settings.listen)
+                                     can_wait=self.settings.listen, synchronous=synchronous)
 
     def _claim_limited(self, now: float, runner_id: int, free: int, notified: bool) -> int:
         """Claim from each limited queue this runner serves, at most what its limits allow;
@@ -482,7 +483,8 @@ class Runner:
                 continue
             if not notified and now < self._limited_next.get(queue, 0.0):
                 continue
-            request = claimer.Claim.limited(runner_id, free, queue)
+            request = claimer.Claim.limited(runner_id, free, queue,
+                                            synchronous=self.settings.synchronous_claims)
             result = self._claim_round_trip(request)
             if result is None:
                 return 0

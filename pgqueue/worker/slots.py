@@ -122,6 +122,14 @@ class Slots:
                 logger.warning("job %s: claimed just before this runner lost its lease; not run here",
                                job.id, extra=log_extra(job))
                 return
+            if attempt.key in self._attempts:
+                # This very attempt runs here already: a server crash forgot its claim (claims
+                # commit asynchronously) and this runner claimed the job again under the same
+                # attempt number. The running one's outcome is this claim's: not run twice.
+                logger.warning("job %s attempt %s: claimed again after a server crash forgot its "
+                               "claim; it is running here already", job.id, job.attempt,
+                               extra=log_extra(job))
+                return
             self._attempts[attempt.key] = attempt
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"

@@ -21,6 +21,13 @@ WITH me AS MATERIALIZED (
     SELECT id FROM /* schema */runners
     WHERE id = %(runner_id)s::bigint AND state = 'running'
     FOR SHARE
+), commit_mode AS MATERIALIZED (
+    -- Unless `synchronous`, this claim's commit does not wait for the disk (local to this
+    -- statement's transaction: the worker runs each claim as a transaction of its own). The
+    -- next synchronous commit (the job's outcome, a write of its task) flushes it first; a
+    -- server crash before that forgets the claim, and the job is claimed again.
+    SELECT CASE WHEN NOT %(synchronous)s::boolean
+                THEN set_config('synchronous_commit', 'off', true) END AS setting
 ), guard AS MATERIALIZED (
     SELECT g.paused, g.limited FROM /* schema */claim_guard() AS g
 ), gate AS MATERIALIZED (
@@ -169,7 +176,7 @@ WITH me AS MATERIALIZED (
            AND NOT coalesce((SELECT more FROM more), false))
     RETURNING waiting
 )
-SELECT 'state' AS what, EXISTS (SELECT FROM me) AS alive,
+SELECT 'state' AS what, EXISTS (SELECT FROM me) AND EXISTS (SELECT FROM commit_mode) AS alive,
        coalesce((SELECT more FROM more), false) AS more,
        coalesce((SELECT waiting FROM waiting), false) AS became_waiting,
        NULL::bigint AS id, NULL::text AS task, NULL::text AS args, NULL::text AS kwargs,
