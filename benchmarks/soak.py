@@ -9,7 +9,8 @@ horizon: no dead row can be cleaned up meanwhile); during the hold ``pgqueue sta
 and its warnings kept. The report compares the windows before, during and after the hold: once
 the transaction ends the queue must return to its earlier speed without a manual VACUUM.
 
-Not part of the test suite (it takes half an hour by default):
+Not part of the test suite (it takes half an hour by default). It needs a server with
+autovacuum on (it refuses another):
 
     .venv/bin/python benchmarks/soak.py                         # 30 min, hold 5 min at 12.5 min
     .venv/bin/python benchmarks/soak.py --minutes 6 --hold-at 2 --hold-minutes 2   # a short one
@@ -82,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--sample", type=float, default=15.0, help="seconds per sample")
     opts = parser.parse_args(argv)
+    with bench.connect(opts.dsn) as conn:
+        if conn.execute("SHOW autovacuum").fetchone()[0] != "on":
+            # What the soak measures is what autovacuum makes of the dead rows: without it
+            # the tables only grow, whatever pgqueue does.
+            print("soak: autovacuum is off on this server; run the soak on one with autovacuum on "
+                  "(a private cluster: initdb, then --dsn to it)", file=sys.stderr)
+            return 2
     with bench.fresh_schema(opts.dsn) as schema:
         stop, counter = threading.Event(), [0]
         producer = threading.Thread(target=produce, args=(opts.dsn, schema, opts.rate, stop, counter),
