@@ -441,6 +441,18 @@ class EnqueueOptions:
         task = self.task
         all_args: list[Any] = []
         all_kwargs: list[Any] = []
+        calls = calls if isinstance(calls, list) else list(calls)
+        if all(type(call) is tuple for call in calls):
+            # The common bulk form, positional arguments only: whether a call binds depends
+            # on its number of arguments alone, so one check per length covers them all.
+            by_length = {len(call): index for index, call in enumerate(calls)}
+            for length, index in sorted(by_length.items()):
+                try:
+                    task.check_call(calls[index], {})
+                except errors.InvalidArguments as exc:
+                    first = next(i for i, call in enumerate(calls) if len(call) == length)
+                    raise errors.InvalidArguments(f"item {first}: {exc}") from None
+            all_args, all_kwargs, calls = calls, [{}] * len(calls), []
         for index, call in enumerate(calls):
             if isinstance(call, (tuple, list)):
                 args, kwargs = call, {}

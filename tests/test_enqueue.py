@@ -171,6 +171,14 @@ def test_arguments_that_do_not_fit_the_signature_are_refused(app, add) -> None:
         app.enqueue_many(add, [{"a": 1, "c": 2}])
     with pytest.raises(pgqueue.InvalidArguments, match="item 0 .* is of type int"):
         app.enqueue_many(add, [1])
+    # Positional-only bulks are checked once per number of arguments: the first item of a
+    # length that does not bind is named, in tuples and in lists alike.
+    with pytest.raises(pgqueue.InvalidArguments, match="item 2: .*too many positional arguments"):
+        app.enqueue_many(add, [(1, 2), (3,), (5, 6, 7), (8, 9, 10)])
+    with pytest.raises(pgqueue.InvalidArguments, match="item 1: .*too many positional arguments"):
+        app.enqueue_many(add, [[1, 2], [3, 4, 5]])
+    with pytest.raises(pgqueue.InvalidArguments, match="item 3: .*missing a required argument: 'a'"):
+        app.enqueue_many(add, iter([(1, 2)] * 3 + [()]))
 
 
 @pytest.mark.parametrize(
