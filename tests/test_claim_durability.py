@@ -8,10 +8,9 @@ import psycopg
 import pytest
 
 from helpers import events, wait_for
-from pgqueue.worker import claimer
+from pgqueue.worker import claimer, outcomes
 from pgqueue.worker.connections import BorrowedConnection
 from sqlrunner import finish, register
-from pgqueue.worker import outcomes
 
 
 def _commit_mode_of(conn: psycopg.Connection, run) -> str:
@@ -88,3 +87,4 @@ def test_a_claim_a_crash_forgot_reruns_the_job_but_never_twice_on_the_same_runne
                      ("running", "succeeded", 1, runner)], steps
     assert job.info()["attempts"] == 1
     assert "claimed again after a server crash forgot its claim" in worker.log()
+    assert "synchronous claims off" in worker.log(), "the start-up line says how claims commit"

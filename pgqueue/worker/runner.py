@@ -275,7 +275,7 @@ class Runner:
         logger.info(
             "runner %s started: pgqueue %s, pid %s, host %s, database %s, schema %r, queues %s, "
             "concurrency %s, listen %s, poll every %s s, heartbeat every %s s, dead after %s s, "
-            "shutdown timeout %s s, instant recovery %s",
+            "shutdown timeout %s s, instant recovery %s, synchronous claims %s",
             self.lease.runner_id, __version__, os.getpid(), socket.gethostname(),
             self.app.database.display, s.schema, ",".join(self.queues) if self.queues else "all",
             self.concurrency, "on" if s.listen else "off (poll only)", s.poll_interval,
@@ -283,6 +283,7 @@ class Runner:
             "on" if self._liveness() else
             ("off (a connection pooler is in between: the lease decides)" if s.instant_recovery
              else "off"),
+            "on" if s.synchronous_claims else "off",
         )
         self.started.set()
         return True

@@ -25,7 +25,8 @@ WITH me AS MATERIALIZED (
     -- Unless `synchronous`, this claim's commit does not wait for the disk (local to this
     -- statement's transaction: the worker runs each claim as a transaction of its own). The
     -- next synchronous commit (the job's outcome, a write of its task) flushes it first; a
-    -- server crash before that forgets the claim, and the job is claimed again.
+    -- server crash before that forgets the claim, and the job is claimed again. (Read in the
+    -- state row's `alive`: a CTE nothing reads does not run.)
     SELECT CASE WHEN NOT %(synchronous)s::boolean
                 THEN set_config('synchronous_commit', 'off', true) END AS setting
 ), guard AS MATERIALIZED (
