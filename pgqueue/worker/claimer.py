@@ -94,26 +94,30 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
     of that attempt."""
     (_, _, _, _, job_id, task, args_text, kwargs_text, queue, attempt, failures, max_attempts,
      cancel, args_size, meta_text, waited, locked, _, _, _) = row
-    stub = outcomes.Claimed(job_id, task, [], {}, queue, attempt, failures, max_attempts,
-                            bool(cancel), runner_id, locked=bool(locked))
+
+    def stub() -> outcomes.Claimed:  # the job as its failure describes it
+        return outcomes.Claimed(job_id, task, [], {}, queue, attempt, failures, max_attempts,
+                                bool(cancel), runner_id, locked=bool(locked))
+
     if args_text is None or kwargs_text is None:
         return None, outcomes.not_runnable(
-            stub, "ArgumentsTooLarge",
+            stub(), "ArgumentsTooLarge",
             f"the job's arguments take {args_size} bytes stored, over max_args_bytes ({max_args}): "
             "pass a reference (an id, a path) instead of the data")
     try:
-        args = json.loads(args_text)
-        kwargs = json.loads(kwargs_text)
-        meta = json.loads(meta_text) if meta_text else {}
+        # Most jobs carry no kwargs and no meta: no decoder call for those.
+        args = json.loads(args_text) if args_text != "[]" else []
+        kwargs = json.loads(kwargs_text) if kwargs_text != "{}" else {}
+        meta = json.loads(meta_text) if meta_text and meta_text != "{}" else {}
     except (ValueError, RecursionError) as exc:
         return None, outcomes.not_runnable(
-            stub, "ArgumentsNotDecodable",
+            stub(), "ArgumentsNotDecodable",
             f"the job's arguments cannot be decoded here ({type(exc).__name__}: "
             f"{str(exc)[:200]}); enqueue JSON that Python can read back: nesting under 1000 "
             "levels, integers under 4300 digits")
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         return None, outcomes.not_runnable(
-            stub, "ArgumentsNotDecodable",
+            stub(), "ArgumentsNotDecodable",
             "the job's args must be a JSON array and its kwargs a JSON object")
     return outcomes.Claimed(job_id, task, args, kwargs, queue, attempt, failures, max_attempts,
                             bool(cancel), runner_id, meta if isinstance(meta, dict) else {},

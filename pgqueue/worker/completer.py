@@ -35,7 +35,7 @@ from typing import Any, Callable
 import psycopg
 
 from .. import serialization, sqlfiles
-from . import outcomes
+from . import arrays, outcomes
 from .connections import Backoff, OutageLog, ServiceConnection, is_connection_error, is_transient
 
 logger = logging.getLogger(__name__)
@@ -151,15 +151,15 @@ class Outbox:
 def finish_params(pending: list[Pending], writer: int | None) -> dict[str, Any]:
     outs = [p.outcome for p in pending]
     return {
-        "ids": [o.job_id for o in outs],
-        "runner_ids": [o.runner_id for o in outs],
-        "attempts": [o.attempt for o in outs],
-        "statuses": [o.status for o in outs],
-        "results": [o.result for o in outs],
-        "errors": [o.error for o in outs],
-        "delays": [o.delay for o in outs],
-        "failed": [o.failed for o in outs],
-        "reasons": [o.reason for o in outs],
+        "ids": arrays.bigints(o.job_id for o in outs),
+        "runner_ids": arrays.bigints(o.runner_id for o in outs),
+        "attempts": arrays.bigints(o.attempt for o in outs),
+        "statuses": arrays.texts(o.status for o in outs),
+        "results": arrays.texts(o.result for o in outs),
+        "errors": arrays.texts(o.error for o in outs),
+        "delays": arrays.float8s(o.delay for o in outs),
+        "failed": arrays.booleans(o.failed for o in outs),
+        "reasons": arrays.texts(o.reason for o in outs),
         "writer": writer,
     }
 
