@@ -6,6 +6,9 @@
     -- One line saying what the statement guarantees.
     SELECT ...
 
+A query may come in variants, one statement each (``job_claim_all``, ``job_claim_one``, ...),
+written once with ``-- variants:`` and ``-- variant:`` lines (see ``_variant_lines``).
+
 ``sql/migrations/NNNN_slug.sql`` hold the schema, one file per migration.
 
 Both are written against the placeholder ``/* schema */`` (rendered as the quoted
@@ -44,6 +47,8 @@ _CLASS_PLACEHOLDERS = {"/* lock_class */": "lock", "/* claim_class */": "claims"
 # fits Postgres' 63-byte identifier limit.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
+_VARIANTS_LINE = re.compile(r"^\s*--\s*variants:\s*([a-z0-9_ ]+?)\s*$")
+_VARIANT_LINE = re.compile(r"^\s*--\s*variant:\s*([a-z0-9_ ]*?)\s*$")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -83,6 +88,46 @@ def render(text: str, schema: str) -> str:
     return text
 
 
+def _variant_lines(path: Path, name: str, lines: list[str]) -> dict[str | None, list[str]]:
+    """The lines of each variant of a query (``{None: lines}`` for a query without variants).
+
+    ``-- variants: a b`` (in the query's opening comment) makes the query ``name`` into the
+    statements ``name_a`` and ``name_b``; a ``-- variant: a`` line starts lines that only
+    ``name_a`` has, ``-- variant: a b`` lines both have, ``-- variant: end`` the lines of all.
+    """
+    declared: list[str] | None = None
+    for line in lines:
+        match = _VARIANTS_LINE.match(line)
+        if match:
+            if declared is not None:
+                raise errors.ConfigurationError(f"{path}: query {name!r} declares its variants twice")
+            declared = match.group(1).split()
+    if declared is None:
+        if any(_VARIANT_LINE.match(line) for line in lines):
+            raise errors.ConfigurationError(
+                f"{path}: query {name!r} marks variant lines but declares no '-- variants:'")
+        return {None: lines}
+    out: dict[str | None, list[str]] = {v: [] for v in declared}
+    current = set(declared)
+    for number, line in enumerate(lines, 1):
+        match = _VARIANT_LINE.match(line)
+        if match:
+            listed = match.group(1).split()
+            unknown = [v for v in listed if v not in declared and listed != ["end"]]
+            if unknown or not listed:
+                raise errors.ConfigurationError(
+                    f"{path}: query {name!r}, line {number} of its body: variant "
+                    f"{' '.join(unknown) or '(none)'} is not declared in '-- variants:'")
+            current = set(declared) if listed == ["end"] else set(listed)
+            continue
+        for variant in current:
+            out[variant].append(line)
+    if current != set(declared):
+        raise errors.ConfigurationError(f"{path}: query {name!r} ends inside a '-- variant:' block "
+                                        "(close it with '-- variant: end')")
+    return out
+
+
 def _parse_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     name: str | None = None
@@ -91,14 +136,18 @@ def _parse_queries(path: Path) -> dict[str, str]:
     def flush() -> None:
         if name is None:
             return
-        # Comment lines and indentation are for readers of the file, not for the server:
-        # without them the text stays short enough for psycopg to cache its parsing
-        # (statements under 4 KiB). No statement continues a string literal across lines.
-        body = "\n".join(line.strip() for line in lines
-                         if line.strip() and not line.lstrip().startswith("--")).strip()
-        if not body:
-            raise errors.ConfigurationError(f"{path}: query {name!r} is empty")
-        queries[name] = body
+        for variant, variant_lines in _variant_lines(path, name, lines).items():
+            # Comment lines and indentation are for readers of the file, not for the server:
+            # without them the text stays short enough for psycopg to cache its parsing
+            # (statements under 4 KiB). No statement continues a string literal across lines.
+            body = "\n".join(line.strip() for line in variant_lines
+                             if line.strip() and not line.lstrip().startswith("--")).strip()
+            full_name = name if variant is None else f"{name}_{variant}"
+            if not body:
+                raise errors.ConfigurationError(f"{path}: query {full_name!r} is empty")
+            if full_name in queries:
+                raise errors.ConfigurationError(f"{path}: query {full_name!r} is defined twice")
+            queries[full_name] = body
 
     for raw in path.read_text(encoding="utf-8").splitlines():
         match = _NAME_LINE.match(raw)
@@ -156,7 +205,7 @@ def to_raw(text: str) -> RawStatement:
 
 
 class Queries:
-    """The named statements rendered for one schema; ``queries.job_claim`` or ``queries["job_claim"]``."""
+    """The named statements rendered for one schema; ``queries.job_get`` or ``queries["job_get"]``."""
 
     def __init__(self, schema: str) -> None:
         self.schema = validate_schema_name(schema)

@@ -269,7 +269,7 @@ def test_a_claim_planned_on_an_empty_table_still_uses_the_index_after_it_grew(ap
     pg = conn.get()
     name, types = pg.execute("SELECT name, parameter_types FROM pg_prepared_statements "
                              "WHERE statement LIKE 'WITH me AS MATERIALIZED%%'").fetchone()
-    statement = app.queries.raw("job_claim")
+    statement = app.queries.raw(request.statement)
     values = statement.params(request.params(app.settings.max_args_bytes))
     with pg.transaction(force_rollback=True):
         with psycopg.ClientCursor(pg) as cur:

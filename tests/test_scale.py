@@ -161,7 +161,7 @@ def test_each_claim_reads_only_what_it_claims_on_an_analyzed_backlog(app, admin,
         pg = conn.get()
         name, types = pg.execute("SELECT name, parameter_types FROM pg_prepared_statements "
                                  "WHERE statement LIKE 'WITH me AS MATERIALIZED%%'").fetchone()
-        values = app.queries.raw("job_claim").params(request.params(app.settings.max_args_bytes))
+        values = app.queries.raw(request.statement).params(request.params(app.settings.max_args_bytes))
         with pg.transaction(force_rollback=True), psycopg.ClientCursor(pg) as cur:
             plan = [r[0] for r in cur.execute(
                 f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE {name}(" + ", ".join(f"%s::{t}" for t in types) + ")",

@@ -42,7 +42,7 @@ def test_claiming_does_not_walk_a_large_schedule(app, admin) -> None:
     admin.execute(f'SELECT * FROM "{schema}".claim_guard()')
     with admin.transaction(force_rollback=True):
         plan = "\n".join(r[0] for r in admin.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries.job_claim, params).fetchall())
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries.job_claim_all, params).fetchall())
     assert "jobs_ready_idx" in plan, plan
     total = re.search(r"Buffers: shared hit=(\d+)", plan)
     assert total and int(total.group(1)) < 120, (

@@ -25,7 +25,7 @@ MIGRATION_SHA256 = {
 def test_queries_load_and_render_for_a_schema() -> None:
     queries = sqlfiles.Queries("my_schema")
     assert '"my_schema".enqueue_job(' in queries.job_enqueue
-    assert '"my_schema".jobs' in queries.job_claim
+    assert '"my_schema".jobs' in queries.job_claim_all
     assert "/* schema */" not in queries.job_enqueue
     assert queries["job_get"] == queries.job_get
 
@@ -57,6 +57,45 @@ def test_duplicate_query_name_fails_at_load(tmp_path: Path) -> None:
     path.write_text("-- name: a\n-- x\nSELECT 1\n-- name: a\n-- y\nSELECT 2\n")
     with pytest.raises(errors.ConfigurationError, match="defined twice"):
         sqlfiles._parse_queries(path)
+
+
+def test_a_query_with_variants_becomes_one_statement_per_variant(tmp_path: Path) -> None:
+    path = tmp_path / "variants.sql"
+    path.write_text("-- name: pick\n-- variants: red blue\n-- Picks.\nSELECT 1\n"
+                    "-- variant: red\n, 'red'\n-- variant: blue\n, 'blue'\n-- variant: red blue\n, 'both'\n"
+                    "-- variant: end\nFROM t\n")
+    assert sqlfiles._parse_queries(path) == {"pick_red": "SELECT 1\n, 'red'\n, 'both'\nFROM t",
+                                             "pick_blue": "SELECT 1\n, 'blue'\n, 'both'\nFROM t"}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("-- variants: a b\nSELECT 1\n-- variant: c\n, 2\n-- variant: end\n", "variant c is not declared"),
+    ("-- variants: a b\nSELECT 1\n-- variant: a\n, 2\n", "ends inside a '-- variant:' block"),
+    ("SELECT 1\n-- variant: a\n, 2\n-- variant: end\n", "declares no '-- variants:'"),
+    ("-- variants: a\n-- variants: b\nSELECT 1\n", "declares its variants twice"),
+])
+def test_malformed_variants_fail_at_load(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.sql"
+    path.write_text("-- name: pick\n" + body)
+    with pytest.raises(errors.ConfigurationError, match=re.escape(message)):
+        sqlfiles._parse_queries(path)
+
+
+def test_each_claim_statement_holds_only_its_modes_scans() -> None:
+    queries = sqlfiles.Queries("pgqueue")
+    with pytest.raises(KeyError):  # only the variants exist
+        queries["job_claim"]  # noqa: B018
+    owned = {"all": ["claim_all AS", "gate_all AS"], "one": ["claim_one AS"],
+             "limited": ["claim_one AS", "allowance AS", "started AS", "queue_allowance("],
+             "many": ["claim_many AS", "candidates AS", "any_queue AS", "served AS"]}
+    for mode, parts in owned.items():
+        text = queries[f"job_claim_{mode}"]
+        for other, other_parts in owned.items():
+            for part in other_parts:
+                assert (part in text) == (part in parts), f"job_claim_{mode}: {part!r}"
+        # What every mode shares: the fenced runner check, the update, the history, the state row.
+        for shared in ("me AS MATERIALIZED", "claim_guard()", "claimed AS", "job_events", "waiting AS"):
+            assert shared in text, f"job_claim_{mode} lacks {shared!r}"
 
 
 def test_schema_names_are_validated() -> None:

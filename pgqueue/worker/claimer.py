@@ -1,7 +1,7 @@
 """Claiming: what the claim loop asks for, and the claimed rows turned into jobs to start.
 
 ``job_claim`` claims up to the free slots in one statement, in one of three modes chosen from
-the queues a runner serves: ``all`` (one ordered scan of ``jobs_ready_idx``: the same cost
+the queues a runner serves (one statement per mode: ``job_claim_all``, ...): ``all`` (one ordered scan of ``jobs_ready_idx``: the same cost
 however many queues hold jobs), ``one`` (one ordered scan of that queue's range of
 ``jobs_claim_idx``) or ``many`` (the head of each served queue read without locks, and only the
 chosen rows locked). It locks only the rows it claims.
@@ -67,6 +67,11 @@ class Claim:
                    queues=list(queues) if mode == "many" and queues else None,
                    excluded=excluded or None, can_wait=can_wait, synchronous=synchronous)
 
+    @property
+    def statement(self) -> str:
+        """The name of this mode's claim statement (``job_claim_all``, ...)."""
+        return f"job_claim_{self.mode}"
+
     def params(self, max_args: int) -> dict[str, Any]:
         return {"runner_id": self.runner_id, "limit": self.limit, "mode": self.mode,
                 "queue": self.queue, "queues": self.queues, "excluded": self.excluded,
@@ -127,7 +132,7 @@ def decode_claimed(row: tuple, runner_id: int, max_args: int) -> tuple[outcomes.
 def claim(conn: ServiceConnection, queries: sqlfiles.Queries, request: Claim,
           max_args: int) -> Claimed:
     """Run ``job_claim``. Database errors propagate."""
-    rows = conn.run(queries.raw("job_claim"), request.params(max_args))
+    rows = conn.run(queries.raw(request.statement), request.params(max_args))
     state = rows[0]
     paused, limited = state[17], state[18]
     result = Claimed(alive=bool(state[1]), more=bool(state[2]), became_waiting=bool(state[3]),

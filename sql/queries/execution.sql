@@ -3,6 +3,7 @@
 -- same attempt on the same runner.
 
 -- name: job_claim
+-- variants: all one limited many
 -- Claims up to `limit` runnable jobs for a live runner, in priority, run_at, id order,
 -- skipping rows other runners hold, and records whether the runner now waits for work.
 -- Modes: 'all' (every queue: one ordered scan of jobs_ready_idx), 'one' (the queue `queue`:
@@ -15,6 +16,8 @@
 -- Returns a 'state' row first (alive false: the runner was declared dead; more: runnable
 -- jobs were passed over because another claim held them at that instant, or a pause was being
 -- committed; paused and limited: the queues under control), then a 'job' row per claimed job.
+-- One statement per mode (job_claim_all, ...): each plan holds only its mode's scans, which
+-- the executor would otherwise set up and tear down at every claim.
 WITH me AS MATERIALIZED (
     -- FOR SHARE: a reaper declaring this runner dead right now makes the claim wait for its
     -- commit and then see the runner dead, so a dead runner never claims.
@@ -37,6 +40,7 @@ WITH me AS MATERIALIZED (
     SELECT g.paused || g.limited AS held
     FROM guard AS g
     WHERE EXISTS (SELECT FROM me) AND g.paused IS NOT NULL
+-- variant: all
 ), gate_all AS MATERIALIZED (
     -- Mode 'all' is chosen by a runner that knows of no queue under control. If one came
     -- under control since, this claim takes nothing and says `more`: the runner's next claim
@@ -46,39 +50,45 @@ WITH me AS MATERIALIZED (
 ), claim_all AS MATERIALIZED (
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE %(mode)s::text = 'all' AND EXISTS (SELECT FROM gate_all)
+    WHERE EXISTS (SELECT FROM gate_all)
       AND j.status = 'queued' AND j.due AND j.run_at <= now()
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
+-- variant: limited
 ), allowance AS MATERIALIZED (
     -- Mode 'limited' only: how many the queue's limits allow now (serialized per queue).
     SELECT /* schema */queue_allowance(%(queue)s::text, %(limit)s::int) AS n
-    FROM (SELECT 1 WHERE %(mode)s::text = 'limited') AS limited_mode
     WHERE EXISTS (SELECT FROM gate)
+-- variant: one limited
 ), claim_one AS MATERIALIZED (
     -- Modes 'one' (a queue that is neither paused nor limited) and 'limited' (within what
     -- queue_allowance granted): one ordered scan of the queue's range of jobs_claim_idx.
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE %(mode)s::text IN ('one', 'limited') AND EXISTS (SELECT FROM gate)
+    WHERE EXISTS (SELECT FROM gate)
       AND (%(mode)s::text = 'limited' OR NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[])))
       AND j.queue = %(queue)s::text AND j.status = 'queued' AND j.due AND j.run_at <= now()
     ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT CASE WHEN %(mode)s::text = 'limited' THEN (SELECT n FROM allowance) ELSE %(limit)s::int END
+    -- variant: one
+    LIMIT %(limit)s::int
+    -- variant: limited
+    LIMIT (SELECT n FROM allowance)
+    -- variant: one limited
     FOR UPDATE SKIP LOCKED
+-- variant: limited
 ), started AS (
     -- Mode 'limited': the starts, remembered for the queue's rate limit.
     SELECT /* schema */record_starts(%(queue)s::text, count(*)::int) AS n
     FROM claim_one
-    WHERE %(mode)s::text = 'limited'
     HAVING count(*) > 0
+-- variant: many
 ), any_queue AS (
     -- Mode 'many' without a list: the distinct queues that hold runnable jobs, one probe of
     -- jobs_claim_idx each (a loose index scan).
     WITH RECURSIVE q AS (
         (SELECT j.queue FROM /* schema */jobs AS j
-         WHERE %(mode)s::text = 'many' AND %(queues)s::text[] IS NULL
+         WHERE %(queues)s::text[] IS NULL
            AND j.status = 'queued' AND j.due
          ORDER BY j.queue LIMIT 1)
         UNION ALL
@@ -89,7 +99,7 @@ WITH me AS MATERIALIZED (
     SELECT queue FROM q WHERE queue IS NOT NULL
 ), served AS (
     SELECT s.queue
-    FROM (SELECT unnest(%(queues)s::text[]) AS queue WHERE %(mode)s::text = 'many'
+    FROM (SELECT unnest(%(queues)s::text[]) AS queue
           UNION ALL
           SELECT queue FROM any_queue) AS s
     WHERE NOT (s.queue = ANY (coalesce(%(excluded)s::text[], '{}')))
@@ -117,10 +127,15 @@ WITH me AS MATERIALIZED (
     WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
       AND j.status = 'queued' AND j.due
     FOR UPDATE SKIP LOCKED
+-- variant: end
 ), locked AS (
+    -- variant: all
     SELECT ctid, id FROM claim_all
-    UNION ALL SELECT ctid, id FROM claim_one
-    UNION ALL SELECT ctid, id FROM claim_many
+    -- variant: one limited
+    SELECT ctid, id FROM claim_one
+    -- variant: many
+    SELECT ctid, id FROM claim_many
+    -- variant: end
 ), claimed AS (
     UPDATE /* schema */jobs AS j
     SET status = 'running', runner_id = %(runner_id)s::bigint, attempts = j.attempts + 1,
@@ -149,20 +164,24 @@ WITH me AS MATERIALIZED (
     -- them? Then the runner tries again soon instead of waiting for a notification. (Rows
     -- this statement claimed still look queued to it: they are excluded.)
     SELECT NOT EXISTS (SELECT FROM gate)
-        OR (%(mode)s::text = 'all' AND NOT EXISTS (SELECT FROM gate_all)) OR EXISTS (
+    -- variant: all
+        OR NOT EXISTS (SELECT FROM gate_all) OR EXISTS (
         SELECT 1 FROM /* schema */jobs AS j
-        WHERE %(mode)s::text = 'all' AND j.status = 'queued' AND j.due AND j.run_at <= now()
+        WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
           AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
-    ) OR EXISTS (
+    -- variant: one limited
+        OR EXISTS (
         SELECT 1 FROM /* schema */jobs AS j
-        WHERE %(mode)s::text IN ('one', 'limited') AND j.queue = %(queue)s::text AND j.status = 'queued'
+        WHERE j.queue = %(queue)s::text AND j.status = 'queued'
           AND (%(mode)s::text = 'limited' OR NOT (%(queue)s::text = ANY ((SELECT held FROM gate)::text[])))
           AND j.due AND j.run_at <= now() AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
-    ) OR EXISTS (
+    -- variant: many
+        OR EXISTS (
         SELECT 1 FROM served AS s
         JOIN /* schema */jobs AS j ON j.queue = s.queue
         WHERE j.status = 'queued' AND j.due AND j.run_at <= now()
           AND NOT (j.id = ANY (ARRAY(SELECT id FROM locked)))
+    -- variant: end
     ) AS more
     WHERE (SELECT count(*) FROM locked) < %(limit)s::int AND EXISTS (SELECT FROM me)
 ), waiting AS (
@@ -185,7 +204,11 @@ SELECT 'state' AS what, EXISTS (SELECT FROM me) AND EXISTS (SELECT FROM commit_m
        NULL::int AS max_attempts, NULL::boolean AS cancel_requested, NULL::int AS args_size,
        NULL::text AS meta, NULL::float8 AS waited, NULL::boolean AS locked,
        (SELECT paused FROM guard) AS paused, (SELECT limited FROM guard) AS limited,
+       -- variant: limited
        (SELECT count(*) FROM started) AS started
+       -- variant: all one many
+       0::bigint AS started
+       -- variant: end
 UNION ALL
 SELECT 'job', NULL, NULL, NULL, c.id, c.task, c.args, c.kwargs, c.queue, c.attempts, c.failures,
        c.max_attempts, c.cancel_requested, c.args_size, c.meta, c.waited, c.locked, NULL, NULL, NULL
