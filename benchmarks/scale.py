@@ -12,10 +12,11 @@ Scenarios:
     with one queue holding 20,000 jobs, and with 1,000 queues holding 20 each: by a runner
     serving every queue, one serving a named list of 50 of them, and one serving a single
     queue. Reported per claim: median time, WAL bytes, and row locks beyond the claimed rows
-    (counted inside the claim's transaction). Ratios against the one-queue case.
+    (counted inside the claim's transaction). Ratios against the one-queue case; the four
+    runners claim in turn, round after round, so the ratios come from the same moments.
 
 ``big``
-    The same claim with 10,000 and with 1,000,000 jobs queued (ratio), and the cost of a
+    The same claim with 10,000 and with 1,000,000 jobs queued (ratio, interleaved), and the cost of a
     finished job's round trip (claim + outcome) with job_events empty and with 10,000,000
     rows, plus one job's timeline read from the job_timeline view.
 
@@ -92,27 +93,47 @@ def worker_connection(dsn: str) -> ServiceConnection:
     return ServiceConnection(dsn, "bench", 5, generic_plans=True, io_timeout=60)
 
 
-def measure_claims(s: Schema, queues: tuple[str, ...] | None, rounds: int = 60) -> dict[str, float]:
-    conn = worker_connection(s.dsn)
-    runner = s.register(conn)
-    q = s.app.queries
-    times, wal, extra = [], [], []
-    pg = conn.get()
-    for n in range(rounds):
-        request = claimer.Claim.serving(runner, 20, queues)
+class ClaimProbe:
+    """Claims of 20 jobs by one runner serving ``queues``, each in a transaction rolled back
+    (the jobs stay queued): time, WAL bytes and row locks beyond the claimed rows (counted
+    inside the claim's transaction)."""
+
+    def __init__(self, s: Schema, queues: tuple[str, ...] | None) -> None:
+        self.s, self.queues = s, queues
+        self.conn = worker_connection(s.dsn)
+        self.runner = s.register(self.conn)
+        self.times: list[float] = []
+        self.wal: list[float] = []
+        self.extra: list[int] = []
+
+    def once(self) -> None:
+        pg = self.conn.get()
+        request = claimer.Claim.serving(self.runner, 20, self.queues)
         with pg.transaction(force_rollback=True):
             lsn = pg.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
             started = time.perf_counter()
-            result = claimer.claim(conn, q, request, 1 << 20)
-            times.append(time.perf_counter() - started)
-            wal.append(pg.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (lsn,)).fetchone()[0])
-            extra.append(pg.execute(f"""SELECT count(*) FROM "{s.name}".jobs
-                                        WHERE status = 'queued' AND xmax = pg_current_xact_id()::xid""").fetchone()[0])
+            result = claimer.claim(self.conn, self.s.app.queries, request, 1 << 20)
+            self.times.append(time.perf_counter() - started)
+            self.wal.append(pg.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)",
+                                       (lsn,)).fetchone()[0])
+            self.extra.append(pg.execute(f"""SELECT count(*) FROM "{self.s.name}".jobs
+                                             WHERE status = 'queued' AND xmax = pg_current_xact_id()::xid""").fetchone()[0])
             assert len(result.jobs) == 20, len(result.jobs)
-    conn.discard()
-    warm = times[10:]
-    return {"ms": statistics.median(warm) * 1000, "wal": statistics.median(wal[10:]),
-            "extra_locks": max(extra)}
+
+    def summary(self) -> dict[str, float]:
+        self.conn.discard()
+        warm = 10  # the first claims prepare the statement and warm the caches
+        return {"ms": statistics.median(self.times[warm:]) * 1000,
+                "wal": statistics.median(self.wal[warm:]), "extra_locks": max(self.extra)}
+
+
+def measure_claims(probes: list[ClaimProbe], rounds: int = 120) -> list[dict[str, float]]:
+    """Interleaved: each round claims once with every probe, so a noisy moment of a shared
+    machine weighs on all of them alike and their ratios hold."""
+    for _ in range(rounds):
+        for probe in probes:
+            probe.once()
+    return [probe.summary() for probe in probes]
 
 
 def seed(s: Schema, queues: int, per_queue: int) -> None:
@@ -124,15 +145,13 @@ def seed(s: Schema, queues: int, per_queue: int) -> None:
 
 
 def scenario_queues(dsn: str, results: dict[str, Any]) -> None:
-    with Schema(dsn) as one:
+    with Schema(dsn) as one, Schema(dsn) as many:
         seed(one, 1, 20_000)
-        base = measure_claims(one, None)
-        log(f"  1 queue, runner serving all:           {base}")
-    with Schema(dsn) as many:
         seed(many, 1000, 20)
-        every = measure_claims(many, None)
-        named50 = measure_claims(many, tuple(f"q{n:04d}" for n in range(1, 51)))
-        single = measure_claims(many, ("q0007",))
+        base, every, named50, single = measure_claims([
+            ClaimProbe(one, None), ClaimProbe(many, None),
+            ClaimProbe(many, tuple(f"q{n:04d}" for n in range(1, 51))), ClaimProbe(many, ("q0007",))])
+        log(f"  1 queue, runner serving all:           {base}")
         log(f"  1,000 queues, runner serving all:      {every}")
         log(f"  1,000 queues, runner serving 50 named: {named50}")
         log(f"  1,000 queues, runner serving 1:        {single}")
@@ -165,12 +184,13 @@ def round_trips(s: Schema, jobs: int = 2000) -> float:
 
 def scenario_big(dsn: str, results: dict[str, Any]) -> None:
     out: dict[str, Any] = {}
-    for backlog in (10_000, 1_000_000):
-        with Schema(dsn) as s:
-            log(f"  seeding {backlog:,} queued jobs...")
-            seed(s, 1, backlog)
-            out[f"claim_{backlog}"] = measure_claims(s, None)
-            log(f"  claim with {backlog:,} queued: {out[f'claim_{backlog}']}")
+    with Schema(dsn) as small, Schema(dsn) as large:
+        log("  seeding 10,000 and 1,000,000 queued jobs...")
+        seed(small, 1, 10_000)
+        seed(large, 1, 1_000_000)
+        out["claim_10000"], out["claim_1000000"] = measure_claims([ClaimProbe(small, None),
+                                                                   ClaimProbe(large, None)])
+        log(f"  claim with 10,000 queued: {out['claim_10000']}; with 1,000,000: {out['claim_1000000']}")
     out["claim_ratio"] = out["claim_1000000"]["ms"] / out["claim_10000"]["ms"]
     with Schema(dsn) as s:
         seed(s, 1, 5000)

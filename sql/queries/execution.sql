@@ -106,11 +106,13 @@ WITH me AS MATERIALIZED (
       AND NOT (s.queue = ANY ((SELECT held FROM gate)::text[]))
 ), candidates AS (
     -- Per served queue, its first rows in claim order, read without locks (each lateral scan
-    -- walks only its own queue's range of jobs_claim_idx); then the best overall.
-    SELECT c.ctid, c.priority, c.run_at, c.id
+    -- walks only its own queue's range of jobs_claim_idx, from the index alone where the
+    -- visibility map allows: no ctid here, which would need every row's heap tuple); then the
+    -- best overall.
+    SELECT c.priority, c.run_at, c.id
     FROM served AS s
     CROSS JOIN LATERAL (
-        SELECT j.ctid, j.priority, j.run_at, j.id
+        SELECT j.priority, j.run_at, j.id
         FROM /* schema */jobs AS j
         WHERE j.queue = s.queue AND j.status = 'queued' AND j.due AND j.run_at <= now()
         ORDER BY j.priority DESC, j.run_at, j.id
@@ -124,7 +126,7 @@ WITH me AS MATERIALIZED (
     -- or fails the re-check (taken): the claim comes up short and says `more`.
     SELECT j.ctid, j.id
     FROM /* schema */jobs AS j
-    WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
+    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
       AND j.status = 'queued' AND j.due
     FOR UPDATE SKIP LOCKED
 -- variant: end
