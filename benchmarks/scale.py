@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import pgqueue  # noqa: E402
 from pgqueue import sqlfiles  # noqa: E402
 from pgqueue.worker import claimer, completer, outcomes  # noqa: E402
-from pgqueue.worker.connections import ServiceConnection  # noqa: E402
+from pgqueue.worker.connections import OutageLog, ServiceConnection  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -160,26 +160,31 @@ def scenario_queues(dsn: str, results: dict[str, Any]) -> None:
                          "1000_queues_one_served": single}
 
 
-def round_trips(s: Schema, jobs: int = 2000) -> float:
-    """Median seconds per job of claim(1) + outcome write(1), the worker's statements."""
-    conn = worker_connection(s.dsn)
-    runner = s.register(conn)
-    q = s.app.queries
-    outbox = completer.Outbox()
-    writer = completer.Completer(connection=conn, queries=q, outbox=outbox, outage=__import__(
-        "pgqueue.worker.connections", fromlist=["OutageLog"]).OutageLog(), writer=lambda: runner,
-        on_written=lambda w: None)
-    times = []
-    for _ in range(jobs):
+class RoundTripProbe:
+    """One job at a time through the worker's statements: claim(1), then its outcome written."""
+
+    def __init__(self, s: Schema) -> None:
+        self.conn = worker_connection(s.dsn)
+        self.runner = s.register(self.conn)
+        self.queries = s.app.queries
+        self.outbox = completer.Outbox()
+        self.writer = completer.Completer(
+            connection=self.conn, queries=self.queries, outbox=self.outbox, outage=OutageLog(),
+            writer=lambda: self.runner, on_written=lambda w: None)
+        self.times: list[float] = []
+
+    def once(self) -> None:
         started = time.perf_counter()
-        claimed = claimer.claim(conn, q, claimer.Claim(runner, 1, "all"), 1 << 20)
+        claimed = claimer.claim(self.conn, self.queries, claimer.Claim(self.runner, 1, "all"), 1 << 20)
         for job in claimed.jobs:
-            outbox.put(outcomes.Outcome(job.id, runner, job.attempt, "succeeded", result="null",
-                                        reason="succeeded"))
-        writer.write(outbox.take(timeout=0))
-        times.append(time.perf_counter() - started)
-    conn.discard()
-    return statistics.median(times[100:])
+            self.outbox.put(outcomes.Outcome(job.id, self.runner, job.attempt, "succeeded",
+                                             result="null", reason="succeeded"))
+        self.writer.write(self.outbox.take(timeout=0))
+        self.times.append(time.perf_counter() - started)
+
+    def median_ms(self) -> float:
+        self.conn.discard()
+        return statistics.median(self.times[100:]) * 1000
 
 
 def scenario_big(dsn: str, results: dict[str, Any]) -> None:
@@ -192,23 +197,23 @@ def scenario_big(dsn: str, results: dict[str, Any]) -> None:
                                                                    ClaimProbe(large, None)])
         log(f"  claim with 10,000 queued: {out['claim_10000']}; with 1,000,000: {out['claim_1000000']}")
     out["claim_ratio"] = out["claim_1000000"]["ms"] / out["claim_10000"]["ms"]
-    with Schema(dsn) as s:
+    with Schema(dsn) as empty, Schema(dsn) as s:
+        seed(empty, 1, 5000)
         seed(s, 1, 5000)
-        out["round_trip_empty_history_ms"] = round_trips(s) * 1000
-        s.sql("DELETE FROM S.job_events")
-        s.sql("UPDATE S.jobs SET status = 'queued', due = true, runner_id = NULL, finished_at = NULL, "
-              "result = NULL")
         log("  seeding 10,000,000 history rows...")
         s.sql("""INSERT INTO S.job_events (job_id, to_status, kind, reason, attempt, at)
                  SELECT n / 3 + 100000000, 'queued', 'enqueued', 'enqueued', 0,
                         now() - interval '30 days' + n * interval '250 ms'
                  FROM generate_series(1, 10000000) AS n""")
-        # The jobs were claimed and finished once already and put back by hand: vacuum them
-        # too, or their dead index entries (not the history) would be what the second
-        # measure sees.
-        s.sql("VACUUM ANALYZE S.jobs, S.job_events")
+        s.sql("VACUUM ANALYZE S.job_events")
         s.sql("CHECKPOINT")
-        out["round_trip_10m_history_ms"] = round_trips(s) * 1000
+        # Interleaved, job after job: the same moments of the machine for both.
+        probes = [RoundTripProbe(empty), RoundTripProbe(s)]
+        for _ in range(2000):
+            for probe in probes:
+                probe.once()
+        out["round_trip_empty_history_ms"], out["round_trip_10m_history_ms"] = (
+            probe.median_ms() for probe in probes)
         job = s.sql("SELECT max(job_id) FROM S.job_events").fetchone()[0]
         times = []
         for _ in range(50):
