@@ -304,3 +304,32 @@ def test_pgqueue_demo_runs_and_recovers(database_dsn) -> None:
     assert out.count("declared dead: process gone") == 3  # its sessions ended: known at once
     assert out.count("succeeded") >= 3
     assert "kill -> jobs completed:" in out
+
+
+def test_a_stream_of_enqueues_wakes_a_lingering_runner_without_a_notify_each(wapp, start_worker, database_dsn) -> None:
+    """After work a runner lingers (looks for more itself, its row saying it does not wait),
+    so a stream of enqueues sends few NOTIFYs; then it waits, and an enqueue wakes it."""
+    schema = wapp.settings.schema
+    task = wapp.tasks["noop"]
+    worker = start_worker(env={"PGQUEUE_POLL_INTERVAL": "60"})  # only a NOTIFY or a linger finds work
+    runner = worker.runner_id()
+    waiting = f'SELECT waiting FROM "{schema}".runners WHERE id = %s'
+    with psycopg.connect(database_dsn, autocommit=True) as listener, \
+            psycopg.connect(database_dsn, autocommit=True) as probe:
+        wait_for(lambda: probe.execute(waiting, (runner,)).fetchone()[0], message="the runner to wait")
+        listener.execute(f'LISTEN "{schema}.jobs"')
+        jobs = []
+        for _ in range(60):
+            jobs.append(task.enqueue())
+            time.sleep(0.002)
+        for job in jobs:
+            assert job.wait(30) == "succeeded"
+        notifies = sum(1 for _ in listener.notifies(timeout=0.5))
+        # Every enqueue would notify a waiting runner; a lingering one is not waiting. (Generous:
+        # a stall of the machine longer than the linger makes the runner wait in between.)
+        assert notifies < 30, f"{notifies} NOTIFYs for 60 enqueues"
+        # The linger ends: the runner waits again, and a lone enqueue wakes it by its NOTIFY
+        # (the poll is a minute away).
+        wait_for(lambda: probe.execute(waiting, (runner,)).fetchone()[0], message="the runner to wait again")
+        lone = task.enqueue()
+        assert lone.wait(10) == "succeeded"

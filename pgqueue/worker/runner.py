@@ -76,6 +76,11 @@ _RETRY_SKIPPED_FIRST = 0.005
 # A limited queue whose limits held jobs back is tried again after this, doubling up to the max.
 _LIMITED_RETRY_FIRST = 0.02
 _LIMITED_RETRY_MAX = 0.25
+# After work, a runner lingers before it waits for a NOTIFY: its row says it is not waiting,
+# so enqueues send none (a notifying commit holds a server-wide lock: under a stream of small
+# enqueue transactions a NOTIFY each halves their rate), and it looks for work itself, at
+# these intervals after the last job it found. Then it waits, and the next enqueue wakes it.
+_LINGER_STEPS = (0.001, 0.002, 0.004, 0.008)
 
 
 @dataclass
@@ -129,6 +134,9 @@ class Runner:
         self._backlog = False
         self._next_poll = 0.0
         self._retry_at = 0.0
+        self._linger_step: int | None = None  # index into _LINGER_STEPS while lingering
+        self._announced = False  # a NOTIFY came (not one of the loop's own "look again")
+        self._waiting_as: int | None = None  # the runner id whose row says waiting, as last claimed
         self._skipped_delay = _RETRY_SKIPPED_FIRST
         # Queue controls as the last claim saw them, and when to try each limited queue again.
         self._paused: frozenset[str] = frozenset()
@@ -185,6 +193,7 @@ class Runner:
         """New work may be claimable (a notification, or the control connection reconnected)."""
         with self._lock:
             self._notified = True
+            self._announced = True
         self._wake.set()
 
     def request_stop(self, *, hand_back_now: bool = False) -> None:
@@ -407,6 +416,7 @@ class Runner:
         limited queue this runner serves)."""
         with self._lock:
             notified, self._notified = self._notified, False
+            announced, self._announced = self._announced, False
         runner_id = self.lease.runner_id
         free = self.slots.free()
         # Backpressure: while outcomes pile up unwritten (the database refuses them, say),
@@ -420,14 +430,20 @@ class Runner:
             free = self._claim_limited(now, runner_id, free, notified)
             if free <= 0 or not self._claiming():
                 return
+        if announced and self._linger_step is None:
+            self._linger_step = 0  # woken by an enqueue: this claim says "not waiting" at once
         request = self._plain_request(runner_id, free)
         # After a full claim more work is likely: claim as slots free. After a short one the
-        # queue was empty and this runner is marked waiting: a NOTIFY (or the poll) brings more.
+        # queue was empty: the runner lingers (looks again at growing intervals), then is
+        # marked waiting, and a NOTIFY (or the poll) brings more.
         if not (notified or self._backlog):
             if now < self._next_poll:
                 return
-            self._next_poll = now + self.settings.poll_interval
-            if request.mode != "many" or request.queues is not None:
+            self._next_poll = now + self._poll_delay()
+            # A linger just ended: claim outright, whatever a probe would say, so that the
+            # runner's row says it waits (and enqueues wake it again).
+            marks_waiting = request.can_wait and self._waiting_as != runner_id
+            if not marks_waiting and (request.mode != "many" or request.queues is not None):
                 # The poll: a read-only look first (a claim locks the runner row: a write).
                 try:
                     row = self._conn.run_one(self._queries.raw("job_probe"), {
@@ -441,10 +457,15 @@ class Runner:
         result = self._claim_round_trip(request)
         if result is None:
             return
-        self._next_poll = now + self.settings.poll_interval
         claimed = self._take(result)
         if claimed is None:
             return
+        if claimed:
+            self._linger_step = 0  # work came: linger afresh after it
+        # What the claim wrote in the runner's row (its `waiting` CTE).
+        self._waiting_as = runner_id if (request.can_wait and claimed < request.limit
+                                         and not result.more) else None
+        self._next_poll = now + self._poll_delay()
         self._backlog = claimed == request.limit
         if result.more and claimed < request.limit:
             # Other claims held runnable jobs at that instant: look again very soon.
@@ -460,18 +481,31 @@ class Runner:
                 with self._lock:
                     self._notified = True
 
+    def _poll_delay(self) -> float:
+        """Until the next look for work when nothing announces it: the next step of the linger
+        (which ends with the claim that marks the runner waiting), else the poll interval."""
+        step = self._linger_step
+        if step is None:
+            return self.settings.poll_interval
+        if step >= len(_LINGER_STEPS):
+            self._linger_step = None  # that was the last look: this claim may mark it waiting
+            return 0.0
+        self._linger_step = step + 1
+        return _LINGER_STEPS[step]
+
     def _plain_request(self, runner_id: int, free: int) -> claimer.Claim:
         """The claim of everything this runner serves but the paused and limited queues. (When
         it serves nothing else it still asks for its queues, which the database refuses: that
         look is how it learns they were resumed.)"""
         held = self._paused | self._limited
         synchronous = self.settings.synchronous_claims
+        can_wait = self.settings.listen and self._linger_step is None
         if self.queues is None:
             return claimer.Claim.serving(runner_id, free, None, sorted(held) or None,
-                                         can_wait=self.settings.listen, synchronous=synchronous)
+                                         can_wait=can_wait, synchronous=synchronous)
         plain = tuple(q for q in self.queues if q not in held)
         return claimer.Claim.serving(runner_id, free, plain or self.queues, None,
-                                     can_wait=self.settings.listen, synchronous=synchronous)
+                                     can_wait=can_wait, synchronous=synchronous)
 
     def _claim_limited(self, now: float, runner_id: int, free: int, notified: bool) -> int:
         """Claim from each limited queue this runner serves, at most what its limits allow;
