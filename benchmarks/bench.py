@@ -34,6 +34,8 @@ Scenarios (``--only`` takes a comma-separated list of these names):
     * no NOTIFY: no runner is waiting, so the insert trigger sends no notification;
     * NOTIFY: a fake runner row with ``waiting = true`` is inserted first (no worker
       runs), so every enqueue's commit sends a NOTIFY on ``<schema>.jobs``.
+    * with 8 clients, also an idle worker running the jobs as they come (after work it
+      lingers, its row saying it does not wait: few enqueues notify), against no runner.
 
     The table shows both and the ratio NOTIFY / no NOTIFY.
 
@@ -388,10 +390,20 @@ def enqueue_client(index: int, dsn: str, schema: str, duration: float, start: An
         out.put(("error", index, traceback.format_exc()))
 
 
-def enqueue_once(dsn: str, clients: int, notify: bool, duration: float) -> float:
-    """One run: ``clients`` processes enqueueing for ``duration`` s; returns jobs/s."""
-    with fresh_schema(dsn) as schema:
-        if notify:
+def enqueue_once(dsn: str, clients: int, notify: bool | str, duration: float) -> float:
+    """One run: ``clients`` processes enqueueing for ``duration`` s; returns jobs/s.
+    ``notify``: False (no runner waits), True (a fake runner waits forever: a NOTIFY per
+    enqueue) or "worker" (a real worker, idle at the start, runs the jobs)."""
+    with fresh_schema(dsn) as schema, contextlib.ExitStack() as stack:
+        if notify == "worker":
+            worker = stack.enter_context(Worker(dsn, schema, []))
+            waiting = pgsql.SQL("SELECT EXISTS (SELECT FROM {} WHERE state = 'running' AND waiting)"
+                                ).format(table(schema, "runners"))
+            with connect(dsn) as conn:
+                wait_until("the worker's runner row to say waiting = true",
+                           lambda: conn.execute(waiting).fetchone()[0], WORKER_READY_TIMEOUT,
+                           check=worker.check_alive)
+        elif notify:
             # A runner that is "running" and "waiting": every enqueue's trigger now sends a
             # NOTIFY. No process listens and no reaper runs, so the row stays as it is.
             with connect(dsn) as conn:
@@ -435,7 +447,7 @@ def enqueue_once(dsn: str, clients: int, notify: bool, duration: float) -> float
             expected = counts + clients * WARMUP_ENQUEUES
             if rows != expected:
                 raise BenchError(f"clients reported {expected} enqueues but the jobs table has {rows} rows")
-            if notify:
+            if notify is True:
                 (still_waiting,) = query_one(dsn, pgsql.SQL(
                     "SELECT count(*) FROM {} WHERE state = 'running' AND waiting").format(table(schema, "runners")))
                 if still_waiting != 1:
@@ -458,11 +470,12 @@ def enqueue_once(dsn: str, clients: int, notify: bool, duration: float) -> float
 
 def bench_enqueue(opts: argparse.Namespace) -> list[Result]:
     results = []
-    medians: dict[tuple[int, bool], float] = {}
+    medians: dict[tuple[int, bool | str], float] = {}
     for clients in (1, 4, 8):
-        for notify in (False, True):
+        for notify in (False, True) if clients < 8 else (False, True, "worker"):
             label = (f"{clients} client{'s' if clients > 1 else ''}, "
-                     + ("NOTIFY on every enqueue" if notify else "no runner waiting (no NOTIFY)"))
+                     + {False: "no runner waiting (no NOTIFY)", True: "NOTIFY on every enqueue",
+                        "worker": "an idle worker running the jobs"}[notify])
             result = Result("enqueue (one job per transaction)", label, "jobs/s")
             results.append(result)
             try:
@@ -479,6 +492,11 @@ def bench_enqueue(opts: argparse.Namespace) -> list[Result]:
             results.append(Result("enqueue (one job per transaction)",
                                   f"{clients} client{'s' if clients > 1 else ''}: NOTIFY / no NOTIFY",
                                   "ratio", [ratio], note="of the medians"))
+        if (clients, False) in medians and (clients, "worker") in medians:
+            ratio = medians[clients, "worker"] / medians[clients, False]
+            results.append(Result("enqueue (one job per transaction)",
+                                  f"{clients} clients: idle worker / no runner", "ratio", [ratio],
+                                  note="of the medians; the worker's CPU is the machine's too"))
     return results
 
 
