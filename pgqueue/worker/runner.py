@@ -79,8 +79,9 @@ _LIMITED_RETRY_MAX = 0.25
 # After work, a runner lingers before it waits for a NOTIFY: its row says it is not waiting,
 # so enqueues send none (a notifying commit holds a server-wide lock: under a stream of small
 # enqueue transactions a NOTIFY each halves their rate), and it looks for work itself, at
-# these intervals after the last job it found. Then it waits, and the next enqueue wakes it.
-_LINGER_STEPS = (0.001, 0.002, 0.004, 0.008)
+# these intervals after the last job it found (short ones: a job that comes meanwhile waits
+# for the next look). Then it waits, and the next enqueue wakes it.
+_LINGER_STEPS = (0.001,) + (0.002,) * 7
 
 
 @dataclass
