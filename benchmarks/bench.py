@@ -390,19 +390,23 @@ def enqueue_client(index: int, dsn: str, schema: str, duration: float, start: An
         out.put(("error", index, traceback.format_exc()))
 
 
+def wait_idle(dsn: str, schema: str, worker: Worker) -> None:
+    """Until the worker's runner row says it waits for work (it sleeps in LISTEN)."""
+    waiting = pgsql.SQL("SELECT EXISTS (SELECT FROM {} WHERE state = 'running' AND waiting)"
+                        ).format(table(schema, "runners"))
+    with connect(dsn) as conn:
+        wait_until("the worker's runner row to say waiting = true",
+                   lambda: conn.execute(waiting).fetchone()[0], WORKER_READY_TIMEOUT,
+                   check=worker.check_alive)
+
+
 def enqueue_once(dsn: str, clients: int, notify: bool | str, duration: float) -> float:
     """One run: ``clients`` processes enqueueing for ``duration`` s; returns jobs/s.
     ``notify``: False (no runner waits), True (a fake runner waits forever: a NOTIFY per
     enqueue) or "worker" (a real worker, idle at the start, runs the jobs)."""
     with fresh_schema(dsn) as schema, contextlib.ExitStack() as stack:
         if notify == "worker":
-            worker = stack.enter_context(Worker(dsn, schema, []))
-            waiting = pgsql.SQL("SELECT EXISTS (SELECT FROM {} WHERE state = 'running' AND waiting)"
-                                ).format(table(schema, "runners"))
-            with connect(dsn) as conn:
-                wait_until("the worker's runner row to say waiting = true",
-                           lambda: conn.execute(waiting).fetchone()[0], WORKER_READY_TIMEOUT,
-                           check=worker.check_alive)
+            wait_idle(dsn, schema, stack.enter_context(Worker(dsn, schema, [])))
         elif notify:
             # A runner that is "running" and "waiting": every enqueue's trigger now sends a
             # NOTIFY. No process listens and no reaper runs, so the row stays as it is.
@@ -543,12 +547,7 @@ def latency_once(dsn: str, count: int, spacing: float) -> dict[str, float]:
         try:
             app.check_schema()  # open the pool before the first timed enqueue
             with Worker(dsn, schema, []) as worker:
-                waiting = pgsql.SQL("SELECT EXISTS (SELECT FROM {} WHERE state = 'running' AND waiting)"
-                                    ).format(table(schema, "runners"))
-                with connect(dsn) as conn:
-                    wait_until("the worker's runner row to say waiting = true",
-                               lambda: conn.execute(waiting).fetchone()[0], WORKER_READY_TIMEOUT,
-                               check=worker.check_alive)
+                wait_idle(dsn, schema, worker)
                 # One job every `spacing` seconds, on a fixed schedule (the pauses space the
                 # jobs out; the measurement itself comes from the database's timestamps).
                 began = time.monotonic()

@@ -1,10 +1,11 @@
 """Claiming: what the claim loop asks for, and the claimed rows turned into jobs to start.
 
 ``job_claim`` claims up to the free slots in one statement, in one of three modes chosen from
-the queues a runner serves (one statement per mode: ``job_claim_all``, ...): ``all`` (one ordered scan of ``jobs_ready_idx``: the same cost
-however many queues hold jobs), ``one`` (one ordered scan of that queue's range of
-``jobs_claim_idx``) or ``many`` (the head of each served queue read without locks, and only the
-chosen rows locked). It locks only the rows it claims.
+the queues a runner serves, each mode a statement of its own (``job_claim_all``, ...):
+``all`` (one ordered scan of ``jobs_ready_idx``: the same cost however many queues hold jobs),
+``one`` (one ordered scan of that queue's range of ``jobs_claim_idx``) or ``many`` (the head
+of each served queue read without locks, and only the chosen rows locked). It locks only the
+rows it claims.
 
 Queue controls: every claim reads the paused and the limited queues (``claim_guard``) and never
 takes their jobs; the state row tells the runner which they are, so its next claims leave them

@@ -435,8 +435,8 @@ class Runner:
             self._linger_step = 0  # woken by an enqueue: this claim says "not waiting" at once
         request = self._plain_request(runner_id, free)
         # After a full claim more work is likely: claim as slots free. After a short one the
-        # queue was empty: the runner lingers (looks again at growing intervals), then is
-        # marked waiting, and a NOTIFY (or the poll) brings more.
+        # queue was empty: the runner lingers (looks again every few ms), then is marked
+        # waiting, and a NOTIFY (or the poll) brings more.
         if not (notified or self._backlog):
             if now < self._next_poll:
                 return
