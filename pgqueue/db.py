@@ -310,7 +310,7 @@ class Database:
 
     def _open_pool(self) -> psycopg_pool.ConnectionPool:
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pool.closed:
                 # One direct connection first: it fails fast with the server's own
                 # reason, where the pool would only report a timeout.
                 connect(self.dsn, connect_timeout=self.connect_timeout).close()
@@ -330,15 +330,31 @@ class Database:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        pool = self._pool or self._open_pool()
+        pool, conn = self._checkout()
         try:
-            with pool.connection(timeout=self.connect_timeout + 5) as conn:
+            with conn:  # commit on success, roll back on an error, as the pool's own would
                 yield conn
-        except psycopg_pool.PoolTimeout as exc:
-            raise errors.DatabaseUnavailable(
-                f"no connection to {self.display} within {self.connect_timeout + 5:.0f} s "
-                "(server down, or every pooled connection busy)"
-            ) from exc
+        finally:
+            pool.putconn(conn)
+
+    def _checkout(self) -> tuple[psycopg_pool.ConnectionPool, psycopg.Connection]:
+        timeout = self.connect_timeout + 5
+        for attempt in (1, 2, 3):
+            pool = self._pool or self._open_pool()
+            try:
+                return pool, pool.getconn(timeout=timeout)
+            except psycopg_pool.PoolClosed:
+                # Another thread closed the pool between our read and the checkout, or while
+                # we waited for a connection (a runner closes the App's pool when it starts,
+                # while task or web code may be using it): the next attempt opens a fresh one.
+                if attempt == 3:
+                    raise
+            except psycopg_pool.PoolTimeout as exc:
+                raise errors.DatabaseUnavailable(
+                    f"no connection to {self.display} within {timeout:.0f} s "
+                    "(server down, or every pooled connection busy)"
+                ) from exc
+        raise AssertionError("not reached")
 
     def fetch(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one statement on a pooled connection (its own transaction)."""
@@ -360,10 +376,12 @@ class Database:
         raise AssertionError("not reached")
 
     def close(self) -> None:
+        """Close the pool; the next use opens a new one. Connections in use stay open until
+        they are returned."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 def execute_script(conn: psycopg.Connection, sql_text: str) -> None:

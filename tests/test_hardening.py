@@ -386,3 +386,38 @@ def test_status_warns_while_a_transaction_holds_the_horizon(app, database_dsn, m
     held = [w for w in report["warnings"] if "held the xmin horizon" in w]
     assert held and "dead job rows cannot be cleaned up" in held[0], report["warnings"]
     assert report["health"]["oldest_transaction_age"].total_seconds() > 1.0
+
+
+# ------------------------------------------------------- 11. the App's own pool
+
+def test_the_apps_pool_closed_by_another_thread_serves_the_next_caller(app) -> None:
+    """A runner closes the App's pool when it starts, while web or task code in the same
+    process may be using it: a caller caught between reading the pool and checking a
+    connection out of it gets a fresh pool, never 'the pool is already closed'."""
+    database = app.database
+    failures: list[BaseException] = []
+    served = [0] * 4
+    done = threading.Event()
+
+    def use(index: int) -> None:
+        try:
+            while not done.is_set():
+                assert database.fetch("SELECT 1 AS one") == [{"one": 1}]
+                served[index] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    users = [threading.Thread(target=use, args=(index,)) for index in range(4)]
+    for thread in users:
+        thread.start()
+    try:
+        for _ in range(40):
+            before = list(served)
+            database.close()
+            wait_for(lambda: failures or all(now > then for now, then in zip(served, before)),
+                     timeout=10, message="every caller to be served again")
+    finally:
+        done.set()
+        for thread in users:
+            thread.join(30)
+    assert not failures, failures[0]
