@@ -25,14 +25,35 @@ logger = logging.getLogger(__name__)
 
 
 
+class _UsageError(click.UsageError):
+    """A bad command line as one line on stderr (click prints usage, a hint and the error
+    on three), naming the help to read."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message().rstrip('.')}{hint}", file=file, err=file is None)
+
+
+def _one_line(exc: click.UsageError) -> _UsageError:
+    return exc if isinstance(exc, _UsageError) else _UsageError(exc.format_message(), exc.ctx)
+
+
 class _Group(click.Group):
-    """Turns pgqueue errors into one-line CLI errors."""
+    """Turns pgqueue errors and bad command lines into one-line CLI errors."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except errors.PgQueueError as exc:
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 def _env_help(name: str) -> str:

@@ -53,6 +53,18 @@ def test_bad_dsn_is_one_line(tmp_path) -> None:
     assert_one_line_error(run("--dsn", "nonsense", "migrate"), "cannot parse DSN 'nonsense'")
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("work", "--concurrency", "lots"), "'lots' is not a valid integer (see 'pgqueue work --help')"),
+    (("work", "--bogus"), "No such option '--bogus' (see 'pgqueue work --help')"),
+    (("--bogus",), "No such option '--bogus' (see 'pgqueue --help')"),
+    (("nosuch",), "No such command 'nosuch' (see 'pgqueue --help')"),
+])
+def test_a_bad_command_line_is_one_line(args, fragment) -> None:
+    result = run(*args)
+    assert_one_line_error(result, fragment)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_unreachable_server_is_one_line_with_password_hidden() -> None:
     result = run("--dsn", "postgresql://u:hunter2@127.0.0.1:1/db", "migrate")
     assert_one_line_error(result, "cannot connect to postgresql://u:***@127.0.0.1:1/db")
