@@ -67,6 +67,42 @@ def test_claims_across_many_queues_keep_claim_order_within_each_queue(app, admin
     assert claimed == 250
 
 
+@pytest.mark.parametrize("served", ["every queue", "every queue but one", "30 named"])
+def test_each_claim_across_queues_takes_the_best_jobs_of_the_queues_served(app, admin, served) -> None:
+    """Queues of uneven sizes, priorities and run times (and better jobs in a queue not
+    served): every claim takes exactly the best `limit` runnable jobs of the queues served, in
+    (priority, run_at, id) order, however they spread over the queues. Modes 'all', 'many'
+    without a list (a queue excluded, as a paused one is) and 'many' with one."""
+    schema = app.settings.schema
+    admin.execute(f"""INSERT INTO "{schema}".jobs (task, queue, due, priority, run_at)
+                      SELECT 't', 'q' || lpad(q::text, 4, '0'), true, (n * 7 + q * 13) % 4,
+                             now() - (((n * 31 + q * 17) % 97) || ' seconds')::interval
+                      FROM generate_series(1, 40) AS q, generate_series(1, q % 9 + q / 8) AS n""")
+    admin.execute(f"""INSERT INTO "{schema}".jobs (task, queue, due, priority)
+                      SELECT 't', 'unserved', true, 10 FROM generate_series(1, 50)""")
+    admin.execute(f'ANALYZE "{schema}".jobs')
+    queues, excluded = {"every queue": (None, None), "every queue but one": (None, ["unserved"]),
+                        "30 named": ([f"q{n:04d}" for n in range(1, 31)], None)}[served]
+    runner = register(app, admin, concurrency=100)
+    order = f"""SELECT id FROM "{schema}".jobs WHERE status = 'queued' AND due
+                  AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+                  AND NOT (queue = ANY (coalesce(%(excluded)s::text[], '{{}}')))
+                ORDER BY priority DESC, run_at, id"""
+    which = {"queues": queues, "excluded": excluded}
+    expected_total = len(admin.execute(order, which).fetchall())
+    claimed = 0
+    for limit in [17, 1, 5, 20, 3] * 40:
+        best = [r[0] for r in admin.execute(order + " LIMIT %(limit)s", {**which, "limit": limit})]
+        request = claimer.Claim.serving(runner, limit, tuple(queues) if queues else None, excluded)
+        assert request.mode == {"every queue": "all", "every queue but one": "many", "30 named": "many"}[served]
+        jobs = claimer.claim(BorrowedConnection(admin), app.queries, request, app.settings.max_args_bytes).jobs
+        assert sorted(job.id for job in jobs) == sorted(best), f"limit {limit}: claimed the wrong jobs"
+        claimed += len(jobs)
+        if not jobs:
+            break
+    assert claimed == expected_total and expected_total > 150
+
+
 def test_one_maintenance_pass_per_interval_whatever_the_number_of_runners(app, database_dsn) -> None:
     """Twenty runners trying at once, all the time: passes stay one per interval."""
     interval = 0.25

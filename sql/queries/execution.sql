@@ -104,21 +104,39 @@ WITH me AS MATERIALIZED (
           SELECT queue FROM any_queue) AS s
     WHERE NOT (s.queue = ANY (coalesce(%(excluded)s::text[], '{}')))
       AND NOT (s.queue = ANY ((SELECT held FROM gate)::text[]))
-), candidates AS (
-    -- Per served queue, its first rows in claim order, read without locks (each lateral scan
+), heads AS (
+    -- Per served queue, its first row in claim order, read without locks (each lateral scan
     -- walks only its own queue's range of jobs_claim_idx, from the index alone where the
-    -- visibility map allows: no ctid here, which would need every row's heap tuple); then the
-    -- best overall.
-    SELECT c.priority, c.run_at, c.id
+    -- visibility map allows: no ctid here, which would need every row's heap tuple).
+    SELECT s.queue, h.priority, h.run_at, h.id
     FROM served AS s
     CROSS JOIN LATERAL (
         SELECT j.priority, j.run_at, j.id
         FROM /* schema */jobs AS j
         WHERE j.queue = s.queue AND j.status = 'queued' AND j.due AND j.run_at <= now()
         ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT %(limit)s::int
-    ) AS c
+        LIMIT 1
+    ) AS h
     WHERE EXISTS (SELECT FROM gate)
+), ranked AS (
+    -- A queue whose head r - 1 other heads beat can give at most limit - r + 1 of the best
+    -- `limit` rows (those heads come first), and none past rank `limit`: so the queues read
+    -- further are the best `limit` heads, each only as far as its rank allows (50 queues and
+    -- 20 free slots read 50 heads and at most 210 rows, not 1,000).
+    SELECT queue, %(limit)s::int + 1 - row_number() OVER (ORDER BY priority DESC, run_at, id) AS room
+    FROM heads
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s::int
+), candidates AS (
+    SELECT c.priority, c.run_at, c.id
+    FROM ranked AS r
+    CROSS JOIN LATERAL (
+        SELECT j.priority, j.run_at, j.id
+        FROM /* schema */jobs AS j
+        WHERE j.queue = r.queue AND j.status = 'queued' AND j.due AND j.run_at <= now()
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT r.room
+    ) AS c
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s::int
 ), claim_many AS MATERIALIZED (
