@@ -6,6 +6,7 @@ server restart)."""
 from __future__ import annotations
 
 import signal
+import threading
 import statistics
 import time
 
@@ -134,3 +135,41 @@ def test_a_server_restart_is_not_a_death(private_server, start_worker) -> None:
         starts = conn.execute(f"""SELECT count(*) FROM "{schema}".executions WHERE note = 'start'""").fetchone()[0]
     assert dead == 0
     assert starts == 1
+
+
+def test_the_claim_connection_comes_back_with_the_control_connection(private_server) -> None:
+    """While the server is down the claim loop's claims fail and it backs off, its session
+    (one of those holding the liveness lock) gone. When the control connection reconnects,
+    the server answers again: the claim loop reconnects then, not at the end of its backoff, so
+    the control connection is not left the only holder (whose cut, a moment later, would make
+    a live process look gone to the reaper)."""
+    from pgqueue.worker import Runner
+    from pgqueue.worker.connections import Backoff
+
+    server, dsn, app = private_server
+    schema = app.settings.schema
+    runner = Runner(app, install_signals=False)
+    runner._backoff = Backoff(first=60.0, maximum=60.0)  # a failed claim waits 30 to 60 s
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: runner.runner_id is not None, message="the runner to register")
+        server.stop()
+        wait_for(lambda: runner._retry_at > time.monotonic() + 20, timeout=30,
+                 message="the claim loop to back off")
+        server.ensure_running()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            def sessions(role: str) -> set[int]:
+                holders = lock_holders(admin, schema, runner.runner_id)
+                return {pid for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid = ANY(%s)",
+                    (f"pgqueue {role}", list(holders))).fetchall()}
+
+            wait_for(lambda: sessions("control"), timeout=30, message="the control connection to reconnect")
+            wait_for(lambda: sessions("runner"), timeout=10,
+                     message="the claim connection to reconnect and hold the liveness lock")
+            job = app.tasks["add"].enqueue(2, 3)
+            assert job.result(timeout=10) == 5
+    finally:
+        runner.request_stop()
+        thread.join(30)

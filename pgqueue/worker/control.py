@@ -59,6 +59,7 @@ class Control(Service):
                  interval: float, listen: bool, queues: tuple[str, ...] | None, outage: OutageLog,
                  use_liveness: Callable[[], bool],
                  on_work: Callable[[], None],
+                 on_reconnect: Callable[[], None] | None = None,
                  on_cancel_requested: Callable[[list[int]], None],
                  known_attempts: Callable[[], set[Key] | None],
                  may_hold_unknown: Callable[[], bool] = lambda: True,
@@ -78,6 +79,7 @@ class Control(Service):
         self._outage = outage
         self._use_liveness = use_liveness
         self._on_work = on_work
+        self._on_reconnect = on_reconnect or on_work
         self._on_cancel_requested = on_cancel_requested
         self._known_attempts = known_attempts
         self._may_hold_unknown = may_hold_unknown
@@ -133,7 +135,11 @@ class Control(Service):
                 if self.listen:
                     self.listening.set()
                 self._outage.ok("control")
-                self._on_work()  # work may have arrived while we were not listening
+                # Work may have arrived while nobody listened; and the server answers again,
+                # so the claim loop reconnects now (not at the end of its backoff): its session
+                # holds the liveness lock too, and while this one is the only holder, a cut
+                # of it would make a live process look gone.
+                self._on_reconnect()
                 next_beat = 0.0  # beat at once on a new connection
                 while not self._stop.is_set():
                     now = time.monotonic()

@@ -177,7 +177,8 @@ class Runner:
             queries=self._queries, lease=self.lease, interval=settings.heartbeat_interval,
             listen=settings.listen, queues=self.queues, outage=self._outage,
             use_liveness=lambda: settings.instant_recovery,
-            on_work=self.notify_work, on_cancel_requested=self.slots.request_cancel,
+            on_work=self.notify_work, on_reconnect=self._server_answers,
+            on_cancel_requested=self.slots.request_cancel,
             known_attempts=self._known_attempts, may_hold_unknown=self._may_hold_unknown,
             claims_done=lambda: self.stats.claims,
             on_maintenance_hint=self._maintenance_hint, release=self._release_later,
@@ -196,6 +197,13 @@ class Runner:
             self._notified = True
             self._announced = True
         self._wake.set()
+
+    def _server_answers(self) -> None:
+        """The control connection (re)connected: claim at once, whatever the backoff after
+        failed claims (the claim connection, reconnected, holds the liveness lock again)."""
+        self._backoff.reset()
+        self._retry_at = 0.0
+        self.notify_work()
 
     def request_stop(self, *, hand_back_now: bool = False) -> None:
         with self._lock:
