@@ -127,7 +127,9 @@ class Control(Service):
     # ------------------------------------------------------------------ loop
 
     def _loop(self) -> None:
-        backoff = Backoff()
+        # At most a beat between reconnect attempts: a server back from a restart shorter than
+        # the lease hears from this runner before the lease runs out.
+        backoff = Backoff(first=min(0.25, self.interval), maximum=max(self.interval, 0.25))
         failures = 0
         while not self._stop.is_set():
             try:
