@@ -333,3 +333,27 @@ def test_a_stream_of_enqueues_wakes_a_lingering_runner_without_a_notify_each(wap
         wait_for(lambda: probe.execute(waiting, (runner,)).fetchone()[0], message="the runner to wait again")
         lone = task.enqueue()
         assert lone.wait(10) == "succeeded"
+
+
+def test_the_claim_that_marks_a_runner_waiting_is_followed_by_a_look_at_once(wapp, admin) -> None:
+    """A job whose enqueue checked the runner's flag just before the claim set it sent no
+    NOTIFY, and that claim's snapshot may not show it: the claim loop looks again at once (and
+    a few times over the next ms), not at the next poll a second later. (The look was asked for
+    but the loop slept until its next deadline: one enqueue in ten waited for the next NOTIFY.)"""
+    from pgqueue.worker import Runner
+
+    runner = Runner(wapp, install_signals=False)
+    try:
+        runner._register()
+        runner._linger_step = None  # a linger just ended: this claim marks the row waiting
+        runner._wake.clear()
+        runner._claim(time.monotonic())
+        schema = wapp.settings.schema
+        assert admin.execute(f'SELECT waiting FROM "{schema}".runners WHERE id = %s',
+                             (runner.runner_id,)).fetchone()[0] is True
+        assert runner._wake.is_set(), "the look after the flag waits for the next deadline"
+        runner._wake.clear()
+        runner._claim(time.monotonic())  # that look (nothing yet): then the settling looks
+        assert runner._next_poll - time.monotonic() <= 0.01
+    finally:
+        runner._conn.discard()

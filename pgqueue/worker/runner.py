@@ -82,6 +82,10 @@ _LIMITED_RETRY_MAX = 0.25
 # these intervals after the last job it found (short ones: a job that comes meanwhile waits
 # for the next look). Then it waits, and the next enqueue wakes it.
 _LINGER_STEPS = (0.001,) + (0.002,) * 7
+# Once its row says it waits, a few more looks: an enqueue that checked the flag just before it
+# was set sent no NOTIFY, and its job becomes visible only when its commit completes (after
+# the WAL flush, a few ms on a busy disk), which the look right after the flag can miss.
+_SETTLE_STEPS = (0.002, 0.004, 0.008, 0.016)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Runner:
         self._next_poll = 0.0
         self._retry_at = 0.0
         self._linger_step: int | None = None  # index into _LINGER_STEPS while lingering
+        self._settle_step: int | None = None  # index into _SETTLE_STEPS after it began to wait
         self._announced = False  # a NOTIFY came (not one of the loop's own "look again")
         self._waiting_as: int | None = None  # the runner id whose row says waiting, as last claimed
         self._skipped_delay = _RETRY_SKIPPED_FIRST
@@ -441,6 +446,7 @@ class Runner:
                 return
         if announced and self._linger_step is None:
             self._linger_step = 0  # woken by an enqueue: this claim says "not waiting" at once
+            self._settle_step = None
         request = self._plain_request(runner_id, free)
         # After a full claim more work is likely: claim as slots free. After a short one the
         # queue was empty: the runner lingers (looks again every few ms), then is marked
@@ -471,6 +477,7 @@ class Runner:
             return
         if claimed:
             self._linger_step = 0  # work came: linger afresh after it
+            self._settle_step = None
         # What the claim wrote in the runner's row (its `waiting` CTE).
         self._waiting_as = runner_id if (request.can_wait and claimed < request.limit
                                          and not result.more) else None
@@ -486,16 +493,24 @@ class Runner:
             self._skipped_delay = _RETRY_SKIPPED_FIRST
             if result.became_waiting:
                 # A job committed between this claim's snapshot and its flag write sent no
-                # NOTIFY (nobody was waiting): one more look, now that the flag is set.
+                # NOTIFY (nobody was waiting): one more look now that the flag is set, and the
+                # settling looks after it.
+                self._settle_step = 0
                 with self._lock:
                     self._notified = True
+                self._wake.set()  # the loop's wait counts only deadlines: look now
 
     def _poll_delay(self) -> float:
         """Until the next look for work when nothing announces it: the next step of the linger
         (which ends with the claim that marks the runner waiting), else the poll interval."""
         step = self._linger_step
         if step is None:
-            return self.settings.poll_interval
+            settle = self._settle_step
+            if settle is None or settle >= len(_SETTLE_STEPS):
+                self._settle_step = None
+                return self.settings.poll_interval
+            self._settle_step = settle + 1
+            return _SETTLE_STEPS[settle]
         if step >= len(_LINGER_STEPS):
             self._linger_step = None  # that was the last look: this claim may mark it waiting
             return 0.0
@@ -579,6 +594,7 @@ class Runner:
             self._paused, self._limited = paused, limited
             with self._lock:
                 self._notified = True  # claim again with the new picture
+            self._wake.set()
 
     def _take(self, result: claimer.Claimed) -> int | None:
         """Start what a claim returned; how many attempts it claimed (None: the runner was
