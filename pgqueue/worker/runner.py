@@ -203,6 +203,14 @@ class Runner:
             self._announced = True
         self._wake.set()
 
+    def _look_again(self) -> None:
+        """Claim at the loop's next turn, now: the flag alone would wait for the loop's next
+        deadline (its wait counts only deadlines), a second away when it polls. (A look meant
+        for later sets ``_retry_at`` instead.)"""
+        with self._lock:
+            self._notified = True
+        self._wake.set()
+
     def _server_answers(self) -> None:
         """The control connection (re)connected: claim at once, whatever the backoff after
         failed claims (the claim connection, reconnected, holds the liveness lock again)."""
@@ -332,8 +340,7 @@ class Runner:
         if previous is not None and previous != runner_id:
             self._conn.run(self._queries.raw("runner_unlock"),
                            {"lock_class": self._lock_class, "runner_id": previous})
-        with self._lock:
-            self._notified = True
+        self._look_again()
         self.lease.registered(runner_id)
         self.control.beat_soon()
         if self.app.schedules.declared:
@@ -496,9 +503,7 @@ class Runner:
                 # NOTIFY (nobody was waiting): one more look now that the flag is set, and the
                 # settling looks after it.
                 self._settle_step = 0
-                with self._lock:
-                    self._notified = True
-                self._wake.set()  # the loop's wait counts only deadlines: look now
+                self._look_again()
 
     def _poll_delay(self) -> float:
         """Until the next look for work when nothing announces it: the next step of the linger
@@ -592,9 +597,7 @@ class Runner:
             for queue in sorted(self._paused - paused):
                 logger.info("queue %r was resumed", queue)
             self._paused, self._limited = paused, limited
-            with self._lock:
-                self._notified = True  # claim again with the new picture
-            self._wake.set()
+            self._look_again()  # claim again with the new picture
 
     def _take(self, result: claimer.Claimed) -> int | None:
         """Start what a claim returned; how many attempts it claimed (None: the runner was
